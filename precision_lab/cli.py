@@ -1,0 +1,250 @@
+"""The command line: parses arguments and calls the library. ``main(argv) -> int``.
+
+Exit codes: 0 success, 1 failure (e.g. an unattainable tolerance), 2 bad input or usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Sequence
+
+from precision_lab.errors import InputError, PrecisionLabError
+
+__all__ = ["main", "entry_point"]
+
+log = logging.getLogger("precision_lab")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so errors become one line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise InputError(f"{message} (see precision-lab {self.prog.split()[-1]} --help)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", "-q", action="store_true", help="only errors and the final result")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logs and full tracebacks")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="precision-lab",
+        description="Find the layers of an ONNX model that must stay FP32 so the rest can run INT8.",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_ArgumentParser)
+
+    sweep = sub.add_parser("sweep", help="rank layers by INT8 sensitivity and find the minimal FP32 plan")
+    sweep.add_argument("model", help="FP32 ONNX model")
+    sweep.add_argument("--out", "-o", help="output folder (default: reports/<model name>/)")
+    data = sweep.add_argument_group("data")
+    data.add_argument("--data", help="folder of .npz feeds (input name -> array), or .npy for one input")
+    data.add_argument(
+        "--data-loader-script",
+        metavar="FILE.py[:FUNC]",
+        help="Python script whose FUNC (default load_data) yields feed dicts; RUNS that code",
+    )
+    data.add_argument("--calib-samples", type=int, default=32, help="calibration samples (default 32)")
+    data.add_argument("--eval-samples", type=int, default=16, help="evaluation samples (default 16)")
+    data.add_argument("--seed", type=int, default=0, help="seed of the split and synthetic data (default 0)")
+    data.add_argument(
+        "--input-shape", action="append", default=[], metavar="NAME:1x3x224x224", help="fix dynamic input dims"
+    )
+    metric = sweep.add_argument_group("metric")
+    metric.add_argument(
+        "--metric",
+        default="rel-l2",
+        help="rel-l2 (default), max-abs, mean-abs, cosine, sqnr, top1, or module:function / file.py:function",
+    )
+    metric.add_argument("--metric-direction", choices=["lower", "higher"], help="which way is better (custom metric)")
+    metric.add_argument(
+        "--tolerance",
+        type=float,
+        help="pass threshold (defaults: rel-l2 0.05, cosine 0.999, sqnr 20, top1 0.99)",
+    )
+    metric.add_argument(
+        "--output-slice",
+        action="append",
+        default=[],
+        metavar="NAME:AXIS:START:STOP",
+        help="judge this part of an output on its own (repeatable; worst part decides)",
+    )
+    quant = sweep.add_argument_group("quantization")
+    quant.add_argument("--recipe", default="trt", choices=["trt", "extended"], help="candidate op set (default trt)")
+    quant.add_argument("--ops", help="comma-separated op types to use as candidates instead of the recipe's")
+    quant.add_argument("--exclude", action="append", default=[], help="node name or pattern never quantized (repeatable)")
+    quant.add_argument("--calibration", default="max", choices=["max", "percentile", "entropy"], help="default max")
+    quant.add_argument("--percentile", type=float, default=99.999, help="for --calibration percentile (default 99.999)")
+    search = sweep.add_argument_group("search")
+    search.add_argument(
+        "--sensitivity", default="isolate", choices=["isolate", "leave-one-out", "both"], help="default isolate"
+    )
+    search.add_argument("--backend", default="onnxrt", choices=["onnxrt"], help="default onnxrt (ONNX Runtime)")
+    search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
+    search.add_argument("--top", type=int, default=15, help="rows of the ranking to print (default 15)")
+    _add_common(sweep)
+
+    layers = sub.add_parser("layers", help="list candidate layers with op types and shapes")
+    layers.add_argument("model")
+    layers.add_argument("--recipe", default="trt", choices=["trt", "extended"])
+    layers.add_argument("--ops")
+    layers.add_argument("--exclude", action="append", default=[])
+    layers.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224")
+    _add_common(layers)
+
+    apply = sub.add_parser("apply", help="write a model with a saved plan applied as Q/DQ")
+    apply.add_argument("model")
+    apply.add_argument("plan", help="plan.json written by sweep")
+    apply.add_argument("--output", "-o", required=True, help="output .onnx path")
+    _add_common(apply)
+    return parser
+
+
+def _shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    from precision_lab.model import parse_input_shape
+
+    return dict(parse_input_shape(item) for item in items)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "failed"
+    return f"{value:.4g}"
+
+
+def _print_sweep(result, top: int) -> None:
+    metric = result.metric
+    layers = result.layers
+    print(f"\nSensitivity ranking ({result.sensitivity}, {metric['name']}; top {min(top, len(layers))} of {len(layers)}):")
+    width = max([len(n) for n in layers["name"][:top]] + [5])
+    print(f"  {'rank':>4}  {'layer':<{width}}  {'op':<14} {'isolate':>10} {'leave-1-out':>11}  plan")
+    for row in layers.head(top).itertuples():
+        iso = None if row.isolate is None or row.isolate != row.isolate and row.isolate is None else row.isolate
+        print(
+            f"  {row.rank + 1:>4}  {row.name:<{width}}  {row.op_type:<14} {_fmt(iso):>10} "
+            f"{_fmt(row.leave_one_out):>11}  {'FP32' if row.fp32 else 'int8'}"
+        )
+    plan = result.plan
+    base = result.baselines
+    print(
+        f"\nMetric {metric['name']} ({metric['direction']} is better), tolerance {metric['tolerance']:g}: "
+        f"all-INT8 {_fmt(base['all_int8'])}, all-FP32 {_fmt(base['all_fp32'])}"
+    )
+    if plan.fp32_layers:
+        print(f"Plan: keep {len(plan.fp32_layers)} of {len(layers)} layers FP32 -> {metric['name']} = {_fmt(plan.value)}")
+        for name in plan.fp32_layers:
+            print(f"  FP32  {name}")
+    else:
+        print(f"Plan: everything INT8 (all-INT8 passes) -> {metric['name']} = {_fmt(plan.value)}")
+    print(
+        f"{len(result.evaluation_records)} evaluations, {result.wall_seconds:.1f} s. "
+        f"Outputs in {result.out_dir}/ (plan.json, plan.onnx, sensitivity.csv)"
+    )
+
+
+def _cmd_sweep(args) -> int:
+    from precision_lab.sweep import sweep
+
+    result = sweep(
+        args.model,
+        data=args.data,
+        data_loader_script=args.data_loader_script,
+        metric=args.metric,
+        metric_direction=args.metric_direction,
+        tolerance=args.tolerance,
+        out_dir=args.out,
+        recipe=args.recipe,
+        ops=[op.strip() for op in args.ops.split(",") if op.strip()] if args.ops else None,
+        exclude=args.exclude,
+        calibration=args.calibration,
+        percentile=args.percentile,
+        calib_samples=args.calib_samples,
+        eval_samples=args.eval_samples,
+        seed=args.seed,
+        input_shapes=_shapes(args.input_shape),
+        output_slices=args.output_slice,
+        sensitivity=args.sensitivity,
+        backend=args.backend,
+        resume=not args.no_resume,
+        progress=not args.quiet,
+    )
+    _print_sweep(result, args.top)
+    return 0
+
+
+def _cmd_layers(args) -> int:
+    from precision_lab.model import list_candidates, prepare_model
+    from precision_lab.qdq import RECIPES
+
+    prepared = prepare_model(args.model, input_shapes=_shapes(args.input_shape))
+    op_types = [op.strip() for op in args.ops.split(",")] if args.ops else RECIPES[args.recipe]
+    candidates = list_candidates(prepared, op_types=op_types, exclude=args.exclude)
+
+    def shape(s):
+        return "?" if s is None else "x".join("?" if d is None else str(d) for d in s)
+
+    width = max([len(c.name) for c in candidates] + [5])
+    print(f"{'index':>5}  {'layer':<{width}}  {'op':<14} inputs -> outputs")
+    for c in candidates:
+        ins = ", ".join(shape(s) for s in c.input_shapes)
+        outs = ", ".join(shape(s) for s in c.output_shapes)
+        print(f"{c.index:>5}  {c.name:<{width}}  {c.op_type:<14} {ins} -> {outs}")
+    print(f"{len(candidates)} candidate layers (recipe {args.recipe if not args.ops else 'custom --ops'})")
+    return 0
+
+
+def _cmd_apply(args) -> int:
+    from precision_lab.plan import apply_plan
+
+    for warning in apply_plan(args.model, args.plan, args.output):
+        log.warning(warning)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    logger = logging.getLogger("precision_lab")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not verbose else "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO)
+    logger.propagate = False
+    try:
+        from polygraphy.logger import G_LOGGER
+
+        G_LOGGER.module_severity = G_LOGGER.VERBOSE if verbose else G_LOGGER.ERROR
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or "-v" in argv
+    try:
+        parser = _build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        _configure_logging(args.verbose, args.quiet)
+        return {"sweep": _cmd_sweep, "layers": _cmd_layers, "apply": _cmd_apply}[args.command](args)
+    except PrecisionLabError as exc:
+        if verbose:
+            raise
+        print(f"precision-lab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("precision-lab: interrupted; re-run the same command to resume where it stopped", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    """Console-script entry: ``sys.exit(main())``."""
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Metrics: Polygraphy's comparator pairs outputs by name; we accumulate error statistics over the whole
+evaluation set and turn them into the metrics of DESIGN section 2.
+
+| name       | definition                                        | better |
+|------------|---------------------------------------------------|--------|
+| rel-l2     | ||y - r||_2 / ||r||_2                             | lower  |
+| max-abs    | max |y - r|                                       | lower  |
+| mean-abs   | mean |y - r|                                      | lower  |
+| cosine     | mean over samples of cos(y_i, r_i), flattened     | higher |
+| sqnr       | 10 log10(||r||^2 / ||y - r||^2) dB                | higher |
+| top1       | fraction of rows whose argmax over the last axis agrees | higher |
+
+Every model output (or output slice, ``--output-slice NAME:AXIS:START:STOP``) is a *part*; the worst part
+decides. A sample is one row along axis 0 of an output.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from precision_lab.errors import InputError
+
+__all__ = [
+    "Metric",
+    "METRICS",
+    "OutputSlice",
+    "ErrorStats",
+    "get_metric",
+    "load_custom_metric",
+    "compare_outputs",
+    "worst_value",
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's name and direction (``lower`` or ``higher`` is better), and the tolerance range it takes."""
+
+    name: str
+    direction: str
+    low: float = -math.inf
+    high: float = math.inf
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "higher"
+
+    def passes(self, value: float, tolerance: float) -> bool:
+        """Whether ``value`` is on the good side of ``tolerance`` (NaN never passes)."""
+        if math.isnan(value):
+            return False
+        return value >= tolerance if self.higher_is_better else value <= tolerance
+
+    def worse(self, a: float, b: float) -> float:
+        """The worse of two values (NaN is worst)."""
+        if math.isnan(a) or math.isnan(b):
+            return math.nan
+        return min(a, b) if self.higher_is_better else max(a, b)
+
+    def check_tolerance(self, tolerance: float) -> None:
+        if math.isnan(tolerance) or not self.low <= tolerance <= self.high:
+            raise InputError(
+                f"tolerance {tolerance} is out of range for metric '{self.name}' "
+                f"(allowed {self.low} to {self.high}); pick a value in that range"
+            )
+
+
+METRICS: dict[str, Metric] = {
+    "rel-l2": Metric("rel-l2", "lower", 0.0),
+    "max-abs": Metric("max-abs", "lower", 0.0),
+    "mean-abs": Metric("mean-abs", "lower", 0.0),
+    "cosine": Metric("cosine", "higher", -1.0, 1.0),
+    "sqnr": Metric("sqnr", "higher"),
+    "top1": Metric("top1", "higher", 0.0, 1.0),
+}
+
+
+def get_metric(name: str, *, direction: str | None = None) -> Metric:
+    """The built-in metric ``name``, or a custom ``module:function`` metric with its declared ``direction``."""
+    if name in METRICS:
+        if direction is not None and direction != METRICS[name].direction:
+            raise InputError(f"metric '{name}' is {METRICS[name].direction}-is-better; drop --metric-direction")
+        return METRICS[name]
+    if ":" in name:
+        if direction not in ("lower", "higher"):
+            raise InputError(
+                f"custom metric '{name}' needs its direction: add --metric-direction lower (or higher) is better"
+            )
+        return Metric(name, direction)
+    raise InputError(
+        f"unknown metric '{name}'; choose one of {', '.join(METRICS)} or a custom module:function"
+    )
+
+
+def load_custom_metric(spec: str) -> Callable[[dict, dict], float]:
+    """Import ``module:function`` or ``path/to/file.py:function``; it is called as ``f(outputs, reference)``
+    with dicts output name -> array (all evaluation samples concatenated on axis 0) and returns a float."""
+    module_name, _, func_name = spec.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise InputError(f"custom metric file not found: {path}")
+            module_spec = importlib.util.spec_from_file_location(f"precision_lab_metric_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        func = getattr(module, func_name)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"cannot load custom metric '{spec}' ({type(exc).__name__}: {exc}); give module:function or file.py:function"
+        ) from exc
+    if not callable(func):
+        raise InputError(f"custom metric '{spec}' is not callable")
+    return func
+
+
+@dataclass(frozen=True)
+class OutputSlice:
+    """A part of an output judged on its own: ``output[..., start:stop, ...]`` along ``axis``."""
+
+    output: str
+    axis: int
+    start: int
+    stop: int
+
+    @classmethod
+    def parse(cls, text: str) -> OutputSlice:
+        parts = text.rsplit(":", 3)
+        try:
+            name, axis, start, stop = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+        except (IndexError, ValueError):
+            raise InputError(f"bad --output-slice '{text}'; write NAME:AXIS:START:STOP, e.g. output0:1:4:22") from None
+        if not name or start < 0 or stop <= start:
+            raise InputError(f"bad --output-slice '{text}'; need START >= 0 and STOP > START")
+        return cls(name, axis, start, stop)
+
+    @property
+    def label(self) -> str:
+        return f"{self.output}[axis {self.axis}: {self.start}:{self.stop}]"
+
+    def take(self, array: np.ndarray) -> np.ndarray:
+        if not -array.ndim <= self.axis < array.ndim or self.stop > array.shape[self.axis]:
+            raise InputError(
+                f"--output-slice {self.output}:{self.axis}:{self.start}:{self.stop} does not fit the output's "
+                f"shape {tuple(array.shape)}"
+            )
+        index = [slice(None)] * array.ndim
+        index[self.axis] = slice(self.start, self.stop)
+        return array[tuple(index)]
+
+
+@dataclass
+class ErrorStats:
+    """Sufficient statistics of the difference between an output ``y`` and its reference ``r``."""
+
+    sum_sq_err: float = 0.0
+    sum_sq_ref: float = 0.0
+    sum_abs_err: float = 0.0
+    max_abs_err: float = 0.0
+    count: int = 0
+    cosine_sum: float = 0.0
+    samples: int = 0
+    top1_agree: int = 0
+    top1_rows: int = 0
+
+    @classmethod
+    def of(cls, y: np.ndarray, r: np.ndarray) -> ErrorStats:
+        y = np.asarray(y, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
+        if y.shape != r.shape:
+            raise InputError(f"output shapes differ: {y.shape} vs reference {r.shape}")
+        diff = y - r
+        stats = cls(
+            sum_sq_err=float(np.sum(diff * diff)),
+            sum_sq_ref=float(np.sum(r * r)),
+            sum_abs_err=float(np.sum(np.abs(diff))),
+            max_abs_err=float(np.max(np.abs(diff))) if diff.size else 0.0,
+            count=int(diff.size),
+        )
+        rows_y = y.reshape(y.shape[0], -1) if y.ndim else y.reshape(1, -1)
+        rows_r = r.reshape(rows_y.shape)
+        for a, b in zip(rows_y, rows_r):
+            na, nb = np.linalg.norm(a), np.linalg.norm(b)
+            if na == 0 and nb == 0:
+                cosine = 1.0
+            elif na == 0 or nb == 0:
+                cosine = 0.0
+            else:
+                cosine = float(np.dot(a, b) / (na * nb))
+            stats.cosine_sum += cosine
+            stats.samples += 1
+        if y.ndim >= 1 and y.shape[-1] > 0:
+            agree = np.argmax(y, axis=-1) == np.argmax(r, axis=-1)
+            stats.top1_agree = int(np.sum(agree))
+            stats.top1_rows = int(agree.size)
+        return stats
+
+    def merge(self, other: ErrorStats) -> ErrorStats:
+        return ErrorStats(
+            sum_sq_err=self.sum_sq_err + other.sum_sq_err,
+            sum_sq_ref=self.sum_sq_ref + other.sum_sq_ref,
+            sum_abs_err=self.sum_abs_err + other.sum_abs_err,
+            max_abs_err=max(self.max_abs_err, other.max_abs_err),
+            count=self.count + other.count,
+            cosine_sum=self.cosine_sum + other.cosine_sum,
+            samples=self.samples + other.samples,
+            top1_agree=self.top1_agree + other.top1_agree,
+            top1_rows=self.top1_rows + other.top1_rows,
+        )
+
+    def values(self) -> dict[str, float]:
+        """Every built-in metric computed from these statistics."""
+        if self.sum_sq_ref > 0:
+            rel_l2 = math.sqrt(self.sum_sq_err / self.sum_sq_ref)
+        else:
+            rel_l2 = 0.0 if self.sum_sq_err == 0 else math.inf
+        if self.sum_sq_err == 0:
+            sqnr = math.inf
+        elif self.sum_sq_ref == 0:
+            sqnr = -math.inf
+        else:
+            sqnr = 10.0 * math.log10(self.sum_sq_ref / self.sum_sq_err)
+        return {
+            "rel-l2": rel_l2,
+            "max-abs": self.max_abs_err,
+            "mean-abs": self.sum_abs_err / self.count if self.count else 0.0,
+            "cosine": self.cosine_sum / self.samples if self.samples else 1.0,
+            "sqnr": sqnr,
+            "top1": self.top1_agree / self.top1_rows if self.top1_rows else 1.0,
+        }
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _PartStats:
+    """What the compare function returns per output: statistics of each part. Truthy for Polygraphy."""
+
+    def __init__(self, parts: dict[str, ErrorStats]) -> None:
+        self.parts = parts
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _part_stats(name: str, y: np.ndarray, r: np.ndarray, slices: Sequence[OutputSlice]) -> dict[str, ErrorStats]:
+    own = [s for s in slices if s.output == name]
+    if not own:
+        return {name: ErrorStats.of(y, r)}
+    return {s.label: ErrorStats.of(s.take(y), s.take(r)) for s in own}
+
+
+def _make_compare_func(slices: Sequence[OutputSlice]):
+    from polygraphy.comparator.compare import BaseCompareFunc
+
+    class PartStatsCompareFunc(BaseCompareFunc):
+        """Per iteration and output (paired by name by Polygraphy): error statistics of each part."""
+
+        check_shapes = True
+        fail_fast = False
+        find_output_func = None
+
+        def __call__(self, iter_result0, iter_result1):
+            def match(out0_name, output0, out1_name, output1):
+                return _PartStats(_part_stats(out0_name, np.asarray(output0), np.asarray(output1), slices))
+
+            return self._run_comparison(iter_result0, iter_result1, match)
+
+    return PartStatsCompareFunc()
+
+
+def compare_outputs(
+    outputs: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Mapping[str, np.ndarray]],
+    *,
+    slices: Sequence[OutputSlice] = (),
+) -> dict[str, ErrorStats]:
+    """Statistics per part over all iterations, outputs paired by name through Polygraphy's comparator."""
+    from polygraphy.comparator import Comparator, RunResults
+    from polygraphy.comparator.struct import IterationResult
+
+    if len(outputs) != len(reference):
+        raise InputError(f"{len(outputs)} output iterations but {len(reference)} reference iterations")
+    missing = set(reference[0]) - set(outputs[0]) if reference else set()
+    if missing:
+        raise InputError(f"outputs {sorted(missing)} of the reference are missing from the evaluated model")
+    known = set(reference[0]) if reference else set()
+    for part in slices:
+        if part.output not in known:
+            raise InputError(f"--output-slice names output '{part.output}', but the outputs are {sorted(known)}")
+    run_results = RunResults()
+    run_results.append(
+        ("candidate", [IterationResult(OrderedDict(o), runner_name="candidate") for o in outputs])
+    )
+    run_results.append(
+        ("reference", [IterationResult(OrderedDict(r), runner_name="reference") for r in reference])
+    )
+    accuracy = Comparator.compare_accuracy(run_results, compare_func=_make_compare_func(slices))
+    result = accuracy[0]  # one AccuracyResult per compare function
+    totals: dict[str, ErrorStats] = {}
+    for per_iteration in result[("candidate", "reference")]:
+        for part_stats in per_iteration.values():
+            for part, stats in part_stats.parts.items():
+                totals[part] = totals[part].merge(stats) if part in totals else stats
+    return totals
+
+
+def worst_value(part_values: Mapping[str, Mapping[str, float]], metric: Metric) -> tuple[float, str]:
+    """The worst part's value of ``metric`` and that part's name (NaN is worst)."""
+    items = list(part_values.items())
+    if not items:
+        return math.nan, ""
+    worst_part, worst = items[0][0], items[0][1][metric.name]
+    for part, values in items[1:]:
+        value = values[metric.name]
+        if not math.isnan(worst) and (math.isnan(value) or metric.worse(value, worst) != worst):
+            worst_part, worst = part, value
+    return worst, worst_part

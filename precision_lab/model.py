@@ -1,0 +1,426 @@
+"""Load and prepare an FP32 ONNX model, and list its candidate layers.
+
+Preparation (DESIGN section 2) makes every later step simple and deterministic:
+
+1. stable, unique node names (unnamed or duplicate nodes get ``<OpType>_<position>``; recorded);
+2. opset raised to at least 13 (per-channel Q/DQ needs the ``axis`` attribute);
+3. dynamic input dimensions fixed from ``input_shapes``;
+4. ``Constant`` nodes (and constant subgraphs feeding weights) folded into initializers;
+5. BatchNormalization folded into the Conv before it (TensorRT folds it too, so weights are quantized
+   as TensorRT sees them);
+6. shapes inferred, so every activation has a type for calibration.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference, version_converter
+
+from precision_lab.errors import InputError
+
+__all__ = [
+    "MIN_OPSET",
+    "InputSpec",
+    "PreparedModel",
+    "Candidate",
+    "load_model",
+    "input_specs",
+    "prepare_model",
+    "list_candidates",
+    "parse_input_shape",
+]
+
+MIN_OPSET = 13
+_SUBGRAPH_OPS = ("If", "Loop", "Scan")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model input: name, numpy dtype and shape (``None`` for a dynamic dimension)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+    @property
+    def is_static(self) -> bool:
+        return all(d is not None for d in self.shape)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A layer whose precision the plan decides. ``index`` is its position in the prepared graph."""
+
+    name: str
+    op_type: str
+    index: int
+    input_shapes: tuple[tuple[int | str | None, ...] | None, ...] = ()
+    output_shapes: tuple[tuple[int | str | None, ...] | None, ...] = ()
+
+
+@dataclass
+class PreparedModel:
+    """The prepared model and what was done to it.
+
+    ``sha256`` is the hash of the original file, ``prepared_sha256`` of the prepared model's bytes.
+    """
+
+    model: onnx.ModelProto
+    path: Path
+    sha256: str
+    prepared_sha256: str
+    inputs: tuple[InputSpec, ...]
+    output_names: tuple[str, ...]
+    renamed_nodes: dict[str, str] = field(default_factory=dict)
+    folded_batchnorms: tuple[str, ...] = ()
+    original_opset: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def serialized(self) -> bytes:
+        return self.model.SerializeToString()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, str]:
+    """Load an ONNX file (external data included) and return it with the file's sha256.
+
+    Raises :class:`InputError` with the fix for a missing, unreadable, non-ONNX or truncated file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"model file not found: {path}; check the path")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an ONNX model file; pass the path of the .onnx file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty; re-export or re-download the model")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError, onnx raises on external data problems
+        raise InputError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:160]}); "
+            "check that it is an .onnx file and was not truncated by a download"
+        ) from exc
+    if not model.graph.node:
+        raise InputError(
+            f"{path} holds no ONNX graph (no nodes): it is not an ONNX model or it was truncated; "
+            "re-export or re-download it"
+        )
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise InputError(
+            f"{path} is not a valid ONNX model ({first[:200]}); it may be truncated or corrupt, "
+            "re-export or re-download it"
+        ) from exc
+    return model, _sha256_file(path)
+
+
+def _value_info_shape(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+    tensor_type = value_info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims: list[int | str | None] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def input_specs(model: onnx.ModelProto) -> tuple[InputSpec, ...]:
+    """The model's real inputs (graph inputs that are not initializers)."""
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value_info in model.graph.input:
+        if value_info.name in initializers:
+            continue
+        elem_type = value_info.type.tensor_type.elem_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+        shape = _value_info_shape(value_info) or ()
+        specs.append(
+            InputSpec(value_info.name, dtype, tuple(d if isinstance(d, int) else None for d in shape))
+        )
+    return tuple(specs)
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``NAME:1x3x224x224`` (the last ``:`` separates name and shape)."""
+    name, sep, dims = text.rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise InputError(f"bad --input-shape '{text}'; write it as NAME:1x3x224x224 (positive integers)")
+    return name, shape
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    return 0
+
+
+def _name_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """Give unnamed and duplicate nodes a deterministic name; return {new name: description}."""
+    renamed: dict[str, str] = {}
+    seen = {node.name for node in model.graph.node if node.name}
+    used: set[str] = set()
+    for position, node in enumerate(model.graph.node):
+        if node.name and node.name not in used:
+            used.add(node.name)
+            continue
+        base = f"{node.op_type}_{position}"
+        new_name = base
+        suffix = 1
+        while new_name in used or new_name in seen:
+            new_name = f"{base}_{suffix}"
+            suffix += 1
+        renamed[new_name] = f"was {node.name!r}" if node.name else "unnamed"
+        node.name = new_name
+        used.add(new_name)
+    return renamed
+
+
+def _fix_input_shapes(
+    model: onnx.ModelProto, specs: Sequence[InputSpec], input_shapes: Mapping[str, Sequence[int]]
+) -> None:
+    known = {spec.name for spec in specs}
+    for name in input_shapes:
+        if name not in known:
+            raise InputError(
+                f"--input-shape names input '{name}', but the model's inputs are {sorted(known)}"
+            )
+    initializers = {init.name for init in model.graph.initializer}
+    for value_info in model.graph.input:
+        if value_info.name in initializers:
+            continue
+        spec = next(s for s in specs if s.name == value_info.name)
+        wanted = input_shapes.get(spec.name)
+        if wanted is None:
+            if not spec.is_static:
+                shown = "x".join("?" if d is None else str(d) for d in spec.shape)
+                raise InputError(
+                    f"input '{spec.name}' has dynamic dimensions ({shown}) that cannot be resolved; "
+                    f"pass --input-shape {spec.name}:"
+                    + "x".join("1" if d is None else str(d) for d in spec.shape)
+                    + " (with your sizes) or give --data"
+                )
+            continue
+        if len(wanted) != len(spec.shape) or any(
+            d is not None and d != w for d, w in zip(spec.shape, wanted)
+        ):
+            shown = "x".join("?" if d is None else str(d) for d in spec.shape)
+            raise InputError(
+                f"shape {'x'.join(map(str, wanted))} for input '{spec.name}' does not fit the model's "
+                f"{shown}; give a shape with the same rank and the fixed dimensions unchanged"
+            )
+        dims = value_info.type.tensor_type.shape.dim
+        for dim, size in zip(dims, wanted):
+            dim.Clear()
+            dim.dim_value = int(size)
+
+
+def _fold_batchnorms(model: onnx.ModelProto) -> list[str]:
+    """Fold ``Conv -> BatchNormalization`` pairs into the Conv. Returns the names of folded BN nodes."""
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    graph_outputs = {out.name for out in graph.output}
+    producer = {out: node for node in graph.node for out in node.output}
+    folded: list[str] = []
+    keep: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type != "BatchNormalization" or len(node.output) != 1:
+            keep.append(node)
+            continue
+        conv = producer.get(node.input[0])
+        params = node.input[1:5]
+        if (
+            conv is None
+            or conv.op_type != "Conv"
+            or consumers.get(node.input[0], 0) != 1
+            or node.input[0] in graph_outputs
+            or len(conv.input) < 2
+            or conv.input[1] not in inits
+            or (len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits)
+            or any(p not in inits for p in params)
+        ):
+            keep.append(node)
+            continue
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale, bias, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in params)
+        weight = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        conv_bias = (
+            numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else np.zeros(weight.shape[0])
+        )
+        factor = scale / np.sqrt(var + epsilon)
+        new_weight = (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
+        new_bias = ((conv_bias - mean) * factor + bias).astype(np.float32)
+        weight_name = f"{conv.name}/folded_weight"
+        bias_name = f"{conv.name}/folded_bias"
+        graph.initializer.append(numpy_helper.from_array(new_weight, weight_name))
+        graph.initializer.append(numpy_helper.from_array(new_bias, bias_name))
+        inits[weight_name] = graph.initializer[-1]
+        inits[bias_name] = graph.initializer[-1]
+        del conv.input[1:]
+        conv.input.extend([weight_name, bias_name])
+        conv.output[0] = node.output[0]
+        folded.append(node.name)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(keep)
+    return folded
+
+
+def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn ``Constant`` nodes and constant subgraphs into initializers (onnx-graphsurgeon)."""
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(model)
+    graph.fold_constants(fold_shapes=True, error_ok=True).cleanup(remove_unused_graph_inputs=False)
+    folded = gs.export_onnx(graph, do_type_check=False)
+    folded.ir_version = model.ir_version
+    return folded
+
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    del model.graph.value_info[:]
+    try:
+        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise InputError(
+            f"ONNX shape inference failed on the model ({str(exc).splitlines()[0][:200]}); "
+            "fix the shapes with --input-shape or re-export the model"
+        ) from exc
+
+
+def prepare_model(
+    path: str | os.PathLike, *, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> PreparedModel:
+    """Load the model at ``path`` and prepare it (see module docstring).
+
+    ``input_shapes`` fixes dynamic input dimensions (default: none; a dynamic input then raises
+    :class:`InputError` naming the ``--input-shape`` to pass).
+    """
+    path = Path(path)
+    model, sha256 = load_model(path)
+    specs = input_specs(model)
+    renamed = _name_nodes(model)
+    original_opset = _default_opset(model)
+    if original_opset and original_opset < MIN_OPSET:
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:
+            raise InputError(
+                f"cannot raise the model's opset {original_opset} to {MIN_OPSET} for per-channel Q/DQ "
+                f"({str(exc).splitlines()[0][:160]}); re-export the model with opset >= {MIN_OPSET}"
+            ) from exc
+    _fix_input_shapes(model, specs, dict(input_shapes or {}))
+    model = _infer_shapes(model)
+    model = _fold_constants(model)
+    folded = _fold_batchnorms(model)
+    model = _infer_shapes(model)
+    fixed_specs = input_specs(model)
+    output_names = tuple(out.name for out in model.graph.output)
+    return PreparedModel(
+        model=model,
+        path=path,
+        sha256=sha256,
+        prepared_sha256=hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
+        inputs=fixed_specs,
+        output_names=output_names,
+        renamed_nodes=renamed,
+        folded_batchnorms=tuple(folded),
+        original_opset=original_opset,
+    )
+
+
+def _subgraph_nodes(node: onnx.NodeProto) -> Iterable[tuple[str, onnx.NodeProto]]:
+    for attribute in node.attribute:
+        graphs = list(attribute.graphs) + ([attribute.g] if attribute.HasField("g") else [])
+        for subgraph in graphs:
+            for inner in subgraph.node:
+                yield f"{node.name}.{attribute.name}", inner
+                yield from _subgraph_nodes(inner)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _shape_table(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, ...] | None]:
+    table = {}
+    for value_info in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        table[value_info.name] = _value_info_shape(value_info)
+    for init in model.graph.initializer:
+        table[init.name] = tuple(int(d) for d in init.dims)
+    return table
+
+
+def list_candidates(
+    prepared: PreparedModel, *, op_types: Iterable[str], exclude: Sequence[str] = ()
+) -> list[Candidate]:
+    """Nodes of the prepared graph whose op type is in ``op_types``, in graph order, minus ``exclude``.
+
+    ``exclude`` holds node names or shell-style patterns (``backbone/*``). A candidate op inside an
+    ``If``/``Loop``/``Scan`` subgraph raises :class:`InputError` naming the subgraph.
+    """
+    op_types = set(op_types)
+    model = prepared.model
+    for node in model.graph.node:
+        if node.op_type in _SUBGRAPH_OPS:
+            for where, inner in _subgraph_nodes(node):
+                if inner.op_type in op_types:
+                    raise InputError(
+                        f"layer '{inner.name or inner.op_type}' ({inner.op_type}) sits inside subgraph "
+                        f"'{where}'; precision-lab quantizes only the main graph: inline the branch "
+                        "(e.g. fold the If with a fixed condition when exporting) or --exclude nothing "
+                        "inside it by using --ops without that op type"
+                    )
+    shapes = _shape_table(model)
+    initializers = {init.name for init in model.graph.initializer}
+    candidates = []
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in op_types or _matches(node.name, exclude):
+            continue
+        if not any(name and name not in initializers for name in node.input):
+            continue  # no activation input: nothing to quantize
+        candidates.append(
+            Candidate(
+                name=node.name,
+                op_type=node.op_type,
+                index=index,
+                input_shapes=tuple(shapes.get(name) for name in node.input if name),
+                output_shapes=tuple(shapes.get(name) for name in node.output if name),
+            )
+        )
+    return candidates

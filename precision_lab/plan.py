@@ -1,0 +1,132 @@
+"""``plan.json`` (the contract of DESIGN section 3), build commands, and re-applying a saved plan.
+
+``plan.json`` also carries what is needed to rebuild ``plan.onnx`` without data: the candidate set and the
+calibrated ranges (``quantization``), so ``precision-lab apply`` needs only the model and the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from precision_lab.errors import InputError
+
+if TYPE_CHECKING:
+    from precision_lab.results import SweepResult
+
+__all__ = ["SCHEMA_VERSION", "plan_document", "build_commands", "read_plan", "apply_plan"]
+
+SCHEMA_VERSION = 1
+
+
+def build_commands(plan_onnx: str | os.PathLike) -> dict[str, str]:
+    """Command lines that build ``plan_onnx`` (explicit quantization: Q/DQ decide precision).
+
+    ``trtexec``/``polygraphy`` commands are for TensorRT >= 10 (``--stronglyTyped``, the only mode of
+    TensorRT 11); ``polygraphy_onnxrt`` runs the plan on ONNX Runtime and compares it with FP32.
+    """
+    onnx_path = shlex.quote(str(plan_onnx))
+    engine = shlex.quote(str(Path(plan_onnx).with_suffix(".engine")))
+    return {
+        "trtexec": f"trtexec --onnx={onnx_path} --stronglyTyped --saveEngine={engine}",
+        "polygraphy": f"polygraphy convert {onnx_path} --strongly-typed -o {engine}",
+        "polygraphy_compare": f"polygraphy run {onnx_path} --trt --strongly-typed --onnxrt",
+        "onnxruntime": (
+            "python -c \"import onnxruntime as ort; "
+            f"s = ort.InferenceSession('{Path(plan_onnx).as_posix()}'); print([i.name for i in s.get_inputs()])\""
+        ),
+    }
+
+
+def _jsonable(value):
+    from precision_lab.results import _finite_or_text
+
+    return _finite_or_text(value)
+
+
+def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
+    """The content of ``plan.json`` for ``result``, whose plan was written to ``plan_onnx``."""
+    plan = result.plan
+    return _jsonable(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "model": {
+                "path": result.model["path"],
+                "sha256": result.model["sha256"],
+                "input_shapes": result.model["input_shapes"],
+                "renamed_nodes": result.model["renamed_nodes"],
+            },
+            "backend": result.backend,
+            "recipe": result.recipe,
+            "calibration": {"method": result.calibration["method"], "samples": result.calibration["samples"]},
+            "data": result.data,
+            "metric": result.metric,
+            "output_slices": list(result.output_slices),
+            "status": result.status,
+            "fp32_layers": list(plan.fp32_layers),
+            "int8_layers": list(plan.int8_layers),
+            "achieved": {"value": plan.value, "passed": plan.passed, "key": plan.key},
+            "evidence": plan.evidence,
+            "baselines": result.baselines,
+            "evaluations": len(result.evaluation_records),
+            "sensitivity": result.sensitivity,
+            "plan_onnx": str(plan_onnx),
+            "exports": build_commands(plan_onnx),
+            "quantization": result.quantization,
+        }
+    )
+
+
+def read_plan(path: str | os.PathLike) -> dict:
+    """Load and check a ``plan.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"plan file not found: {path}; pass the plan.json a sweep wrote")
+    try:
+        document = json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); pass the plan.json a sweep wrote") from exc
+    needed = ("schema_version", "fp32_layers", "quantization")
+    missing = [key for key in needed if key not in document]
+    if missing or "ranges" not in document.get("quantization", {}):
+        raise InputError(f"{path} is not a precision-lab plan (missing {missing or ['quantization.ranges']})")
+    if document["schema_version"] > SCHEMA_VERSION:
+        raise InputError(
+            f"{path} has plan schema {document['schema_version']}, newer than this precision-lab "
+            f"({SCHEMA_VERSION}); upgrade precision-lab"
+        )
+    return document
+
+
+def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | os.PathLike) -> list[str]:
+    """Write ``model`` with the saved ``plan`` applied as Q/DQ to ``output``. Returns warnings to show."""
+    from precision_lab.calibration import Ranges
+    from precision_lab.io import write_bytes_atomic
+    from precision_lab.model import list_candidates, prepare_model
+    from precision_lab.qdq import QdqBuilder
+
+    document = read_plan(plan)
+    warnings = []
+    quantization = document["quantization"]
+    shapes = document.get("model", {}).get("input_shapes", {})
+    prepared = prepare_model(model, input_shapes={k: v for k, v in shapes.items() if all(isinstance(d, int) for d in v)})
+    if document.get("model", {}).get("sha256") not in (None, prepared.sha256):
+        warnings.append(
+            f"{model} differs from the model the plan was made for (sha256 mismatch); the plan's layer "
+            "names are applied anyway"
+        )
+    candidates = list_candidates(prepared, op_types=quantization["op_types"], exclude=quantization.get("exclude", []))
+    wanted = set(quantization["candidates"])
+    candidates = [c for c in candidates if c.name in wanted]
+    missing = wanted - {c.name for c in candidates}
+    if missing:
+        raise InputError(
+            f"the plan's layers {sorted(missing)[:5]} are not in {model}; apply the plan to the model it was made for"
+        )
+    ranges = Ranges("saved", quantization.get("ranges_key", ""), dict(quantization["ranges"]), 0)
+    builder = QdqBuilder(prepared, candidates, ranges, recipe=quantization["recipe"])
+    write_bytes_atomic(output, builder.build(document["fp32_layers"]).SerializeToString())
+    return warnings

@@ -1,0 +1,220 @@
+"""Typed, frozen result objects of a sweep, with JSON round-trips and pandas views.
+
+Reports, plots and notebooks read only these (``result.json`` in the output folder), never the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from precision_lab.compare import METRICS, Metric, get_metric, worst_value
+
+__all__ = ["Evaluation", "LayerSensitivity", "Plan", "SweepResult", "load", "RESULT_NAME"]
+
+RESULT_NAME = "result.json"
+
+
+def _finite_or_text(value):
+    """JSON-safe floats: infinities and NaN become the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite_or_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_text(v) for v in value]
+    return value
+
+
+def _from_text(value):
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _from_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_text(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluated plan: FP32 layers, every built-in metric per output part, and where time went.
+
+    ``status`` is ``"ok"`` or ``"failed"`` (``error`` says why; its value is NaN).
+    """
+
+    key: str
+    fp32_layers: tuple[str, ...]
+    phase: str
+    status: str
+    parts: dict[str, dict[str, float]]
+    custom: float | None = None
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    sequence: int = 0
+
+    def value(self, metric: Metric) -> float:
+        """The plan's value of ``metric``: the custom value or the worst part's."""
+        if self.status != "ok":
+            return math.nan
+        if metric.name in METRICS:
+            return worst_value(self.parts, metric)[0]
+        return math.nan if self.custom is None else self.custom
+
+    def worst_part(self, metric: Metric) -> str:
+        """The output part that decides ``metric`` ("" for a custom metric or a failed evaluation)."""
+        if self.status != "ok" or metric.name not in METRICS:
+            return ""
+        return worst_value(self.parts, metric)[1]
+
+    def to_json(self) -> dict:
+        return _finite_or_text(asdict(self) | {"fp32_layers": list(self.fp32_layers)})
+
+    @classmethod
+    def from_json(cls, data: dict) -> Evaluation:
+        data = _from_text(data)
+        return cls(
+            key=data["key"],
+            fp32_layers=tuple(data["fp32_layers"]),
+            phase=data["phase"],
+            status=data["status"],
+            parts=data.get("parts", {}),
+            custom=data.get("custom"),
+            error=data.get("error"),
+            seconds=data.get("seconds", {}),
+            sequence=data.get("sequence", 0),
+        )
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """A candidate layer, its rank (0 = most sensitive) and the sensitivity values measured."""
+
+    name: str
+    op_type: str
+    index: int
+    rank: int
+    isolate: float | None = None
+    leave_one_out: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The verified plan: FP32 layers, its value, and for each FP32 layer the failing evaluation without it."""
+
+    fp32_layers: tuple[str, ...]
+    int8_layers: tuple[str, ...]
+    value: float
+    passed: bool
+    key: str
+    evidence: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Everything a sweep found. ``layers`` and ``evaluations`` are pandas DataFrames."""
+
+    model: dict
+    backend: str
+    recipe: str
+    calibration: dict
+    data: dict
+    metric: dict
+    output_slices: tuple[str, ...]
+    sensitivity: str
+    status: str
+    plan: Plan
+    baselines: dict
+    layer_results: tuple[LayerSensitivity, ...]
+    evaluation_records: tuple[Evaluation, ...]
+    wall_seconds: float
+    out_dir: str
+    quantization: dict = field(default_factory=dict)
+
+    @property
+    def metric_obj(self) -> Metric:
+        return get_metric(self.metric["name"], direction=None if ":" not in self.metric["name"] else self.metric["direction"])
+
+    @property
+    def layers(self):
+        """One row per candidate layer: name, op_type, index, rank, isolate, leave_one_out, fp32."""
+        import pandas as pd
+
+        rows = [asdict(layer) | {"fp32": layer.name in self.plan.fp32_layers} for layer in self.layer_results]
+        return pd.DataFrame(rows, columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "fp32"])
+
+    @property
+    def evaluations(self):
+        """One row per evaluation: sequence, phase, FP32 layer count, value, passed, status, seconds."""
+        import pandas as pd
+
+        metric = self.metric_obj
+        tolerance = self.metric["tolerance"]
+        rows = []
+        for record in self.evaluation_records:
+            value = record.value(metric)
+            rows.append(
+                {
+                    "sequence": record.sequence,
+                    "phase": record.phase,
+                    "num_fp32": len(record.fp32_layers),
+                    "fp32_layers": list(record.fp32_layers),
+                    "value": value,
+                    "passed": metric.passes(value, tolerance),
+                    "status": record.status,
+                    "seconds": record.seconds.get("total", math.nan),
+                    "key": record.key,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["layer_results"] = [asdict(layer) for layer in self.layer_results]
+        data["evaluation_records"] = [record.to_json() for record in self.evaluation_records]
+        data["output_slices"] = list(self.output_slices)
+        return _finite_or_text(data)
+
+    @classmethod
+    def from_json(cls, data: dict) -> SweepResult:
+        data = _from_text(data)
+        plan = data["plan"]
+        return cls(
+            model=data["model"],
+            backend=data["backend"],
+            recipe=data["recipe"],
+            calibration=data["calibration"],
+            data=data["data"],
+            metric=data["metric"],
+            output_slices=tuple(data.get("output_slices", ())),
+            sensitivity=data["sensitivity"],
+            status=data["status"],
+            plan=Plan(
+                fp32_layers=tuple(plan["fp32_layers"]),
+                int8_layers=tuple(plan["int8_layers"]),
+                value=plan["value"],
+                passed=plan["passed"],
+                key=plan["key"],
+                evidence=plan.get("evidence", {}),
+            ),
+            baselines=data["baselines"],
+            layer_results=tuple(LayerSensitivity(**layer) for layer in data["layer_results"]),
+            evaluation_records=tuple(
+                Evaluation.from_json(record) for record in data["evaluation_records"]
+            ),
+            wall_seconds=data["wall_seconds"],
+            out_dir=data["out_dir"],
+            quantization=data.get("quantization", {}),
+        )
+
+
+def load(out_dir: str | Path) -> SweepResult:
+    """The result of the sweep whose output folder is ``out_dir`` (reads ``result.json``)."""
+    from precision_lab.errors import InputError
+
+    path = Path(out_dir) / RESULT_NAME
+    if not path.exists():
+        raise InputError(f"{path} not found; pass the --out folder of a finished sweep")
+    return SweepResult.from_json(json.loads(path.read_text()))

@@ -1,0 +1,419 @@
+"""The sweep: from an FP32 model to a verified minimal FP32 plan.
+
+The evaluation loop lives here and is the only code that touches a backend. Strategies (``search``) propose
+plans; every evaluation is looked up in the journal first and appended to it when it finishes, so a sweep
+interrupted at any point resumes without redoing finished work. Calibration ranges and FP32 reference
+outputs are computed once and cached in ``OUT/cache``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from precision_lab.backends import Backend, get_backend
+from precision_lab.calibration import DEFAULT_PERCENTILE, Ranges, calibrate
+from precision_lab.compare import METRICS, Metric, OutputSlice, compare_outputs, get_metric, load_custom_metric
+from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DataSet, Feed, make_dataset, shapes_from_feeds
+from precision_lab.errors import EvaluationError, InputError, UnattainableToleranceError
+from precision_lab.io import write_bytes_atomic, write_text_atomic
+from precision_lab.journal import JOURNAL_NAME, Journal
+from precision_lab.model import Candidate, PreparedModel, input_specs, list_candidates, load_model, prepare_model
+from precision_lab.plan import plan_document
+from precision_lab.qdq import RECIPES, QdqBuilder, tensors_to_calibrate
+from precision_lab.results import RESULT_NAME, Evaluation, LayerSensitivity, Plan, SweepResult
+from precision_lab.search import Outcome, drive, minimal_plan_search, rank_layers, sensitivity_plans
+from precision_lab.search.sensitivity import SENSITIVITY_MODES
+
+__all__ = ["sweep", "DEFAULT_TOLERANCES", "default_out_dir"]
+
+log = logging.getLogger("precision_lab")
+
+DEFAULT_TOLERANCES: dict[str, float] = {"rel-l2": 0.05, "cosine": 0.999, "sqnr": 20.0, "top1": 0.99}
+
+
+def default_out_dir(model: str | os.PathLike) -> Path:
+    """``reports/<model name>/`` below the working directory."""
+    return Path("reports") / Path(model).stem
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Progress:
+    """One tqdm bar per phase, kept open across the batches of that phase (disabled when not ``enabled``)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bars: dict = {}
+
+    def bar(self, phase: str, todo: int):
+        """The bar of ``phase``, grown by ``todo`` evaluations."""
+        from tqdm.auto import tqdm
+
+        bar = self._bars.get(phase)
+        if bar is None:
+            self.close()  # one bar on screen at a time
+            bar = tqdm(total=todo, desc=phase, unit="eval", disable=not self.enabled, dynamic_ncols=True)
+            self._bars[phase] = bar
+        else:
+            bar.total += todo
+            bar.refresh()
+        return bar
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+
+def _reference_outputs(prepared: PreparedModel, feeds: Sequence[Feed], cache_dir: Path, fingerprint: str) -> list[dict]:
+    """FP32 outputs of the original model on the evaluation feeds (ONNX Runtime CPU), cached on disk."""
+    from precision_lab.backends.onnxrt import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend()
+    key = _hash(prepared.sha256, fingerprint, backend.identity(), sorted(s.name for s in prepared.inputs))[:32]
+    path = cache_dir / f"reference-{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as archive:
+            outputs: list[dict] = [{} for _ in range(len(feeds))]
+            for entry in archive.files:
+                index, _, name = entry.partition("/")
+                outputs[int(index)][name] = archive[entry]
+            if all(outputs):
+                return outputs
+    try:
+        outputs, _ = backend.run(prepared.path.read_bytes(), feeds)
+    except EvaluationError:
+        outputs, _ = backend.run(prepared.model, feeds)  # e.g. external data: the prepared copy is loaded
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{i}/{name}": value for i, out in enumerate(outputs) for name, value in out.items()})
+    write_bytes_atomic(path, buffer.getvalue())
+    return outputs
+
+
+@dataclass
+class _Evaluator:
+    """Builds, runs and compares plans; consults and feeds the journal."""
+
+    builder: QdqBuilder
+    backend: Backend
+    eval_feeds: Sequence[Feed]
+    reference: Sequence[Mapping[str, np.ndarray]]
+    slices: Sequence[OutputSlice]
+    metric: Metric
+    tolerance: float
+    custom: Callable | None
+    journal: Journal
+    context_key: str
+    order: Mapping[str, int]
+    progress: _Progress
+    ran: int = 0
+
+    def key(self, plan: Iterable[str]) -> str:
+        return _hash(self.context_key, sorted(plan))[:40]
+
+    def outcome(self, record: Evaluation) -> Outcome:
+        value = record.value(self.metric)
+        return Outcome(frozenset(record.fp32_layers), value, self.metric.passes(value, self.tolerance), record.key)
+
+    def record(self, plan: Iterable[str]) -> Evaluation:
+        data = self.journal.get(self.key(plan))
+        if data is None:
+            raise KeyError(f"plan {sorted(plan)} was not evaluated")
+        return Evaluation.from_json(data)
+
+    def evaluate(self, plans: Sequence[frozenset[str]], phase: str) -> list[Outcome]:
+        """Outcomes of ``plans``, evaluating those the journal does not hold (progress under ``phase``)."""
+        todo = [plan for plan in dict.fromkeys(plans) if self.key(plan) not in self.journal]
+        if todo:
+            bar = self.progress.bar(phase, len(todo))
+            for plan in todo:
+                record = self._run(plan, phase)
+                bar.update(1)
+                bar.set_postfix_str(f"{self.metric.name}={record.value(self.metric):.4g}", refresh=False)
+        return [self.outcome(self.record(plan)) for plan in plans]
+
+    def _run(self, plan: frozenset[str], phase: str) -> Evaluation:
+        start = time.perf_counter()
+        fp32 = tuple(sorted(plan, key=lambda n: self.order[n]))
+        seconds: dict[str, float] = {}
+        parts: dict[str, dict[str, float]] = {}
+        custom_value = None
+        status, error = "ok", None
+        try:
+            model = self.builder.build(fp32)
+            model_bytes = model.SerializeToString()
+            seconds["qdq"] = time.perf_counter() - start
+            outputs, timings = self.backend.run(model_bytes, self.eval_feeds)
+            seconds["build"], seconds["infer"] = timings.build, timings.infer
+            compare_start = time.perf_counter()
+            stats = compare_outputs(outputs, self.reference, slices=self.slices)
+            parts = {part: s.values() for part, s in stats.items()}
+            if self.custom is not None:
+                joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+                joined_ref = {name: np.concatenate([r[name] for r in self.reference]) for name in self.reference[0]}
+                custom_value = float(self.custom(joined, joined_ref))
+            seconds["compare"] = time.perf_counter() - compare_start
+        except EvaluationError as exc:
+            status, error = "failed", str(exc)
+            log.warning("evaluation of a plan with %d FP32 layers failed: %s", len(fp32), exc)
+        seconds["total"] = time.perf_counter() - start
+        record = Evaluation(
+            key=self.key(plan),
+            fp32_layers=fp32,
+            phase=phase,
+            status=status,
+            parts=parts,
+            custom=custom_value,
+            error=error,
+            seconds=seconds,
+            sequence=len(self.journal.records),
+        )
+        self.journal.append(record.to_json() | {"context": self.context_key})
+        self.ran += 1
+        return record
+
+
+def _resolve_metric(metric: str, direction: str | None, tolerance: float | None) -> tuple[Metric, float, Callable | None]:
+    metric_obj = get_metric(metric, direction=direction)
+    custom = load_custom_metric(metric) if metric not in METRICS else None
+    if tolerance is None:
+        if metric not in DEFAULT_TOLERANCES:
+            raise InputError(f"metric '{metric}' has no default tolerance; pass --tolerance")
+        tolerance = DEFAULT_TOLERANCES[metric]
+    metric_obj.check_tolerance(float(tolerance))
+    return metric_obj, float(tolerance), custom
+
+
+def sweep(
+    model: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    data_loader_script: str | None = None,
+    metric: str = "rel-l2",
+    metric_direction: str | None = None,
+    tolerance: float | None = None,
+    out_dir: str | os.PathLike | None = None,
+    recipe: str = "trt",
+    ops: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+    calibration: str = "max",
+    percentile: float = DEFAULT_PERCENTILE,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    seed: int = 0,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    output_slices: Sequence[str | OutputSlice] = (),
+    sensitivity: str = "isolate",
+    backend: str | Backend = "onnxrt",
+    resume: bool = True,
+    progress: bool = True,
+) -> SweepResult:
+    """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
+
+    Defaults: metric ``rel-l2`` with tolerance 0.05 (``cosine`` 0.999, ``sqnr`` 20 dB, ``top1`` 0.99; other
+    metrics need ``tolerance``), recipe ``trt``, ``max`` calibration on 32 samples, 16 evaluation samples,
+    ``isolate`` sensitivity, the ONNX Runtime backend, synthetic data when neither ``data`` nor
+    ``data_loader_script`` is given, output in ``reports/<model name>/``, resuming a journal found there.
+    """
+    started = time.perf_counter()
+    if recipe not in RECIPES:
+        raise InputError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
+    if sensitivity not in SENSITIVITY_MODES:
+        raise InputError(f"unknown sensitivity '{sensitivity}'; choose one of {', '.join(SENSITIVITY_MODES)}")
+    metric_obj, tolerance, custom = _resolve_metric(metric, metric_direction, tolerance)
+    slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
+    backend_obj = get_backend(backend) if isinstance(backend, str) else backend
+    out = Path(out_dir) if out_dir is not None else default_out_dir(model)
+
+    original, _ = load_model(model)
+    dataset, warnings = make_dataset(
+        input_specs(original),
+        data_dir=data,
+        data_loader_script=data_loader_script,
+        calib_samples=calib_samples,
+        eval_samples=eval_samples,
+        seed=seed,
+        input_shapes=input_shapes,
+    )
+    del original
+    for warning in warnings:
+        log.warning(warning)
+    shapes = dict(input_shapes or {}) or shapes_from_feeds(dataset.calib)
+    prepared = prepare_model(model, input_shapes=shapes)
+    op_types = list(ops) if ops else list(RECIPES[recipe])
+    unknown_ops = [op for op in op_types if not op or not op[0].isupper()]
+    if unknown_ops:
+        raise InputError(f"--ops takes ONNX op types such as Conv,MatMul; got {unknown_ops}")
+    candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
+    if not candidates:
+        raise InputError(
+            f"the model has no candidate layers for recipe '{recipe}' (op types {', '.join(op_types)}"
+            + (f", minus --exclude {list(exclude)}" if exclude else "")
+            + "); try --recipe extended or name op types with --ops"
+        )
+    log.info("%s: %d candidate layers (recipe %s)", prepared.name, len(candidates), recipe)
+
+    cache_dir = out / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    ranges = calibrate(
+        prepared,
+        dataset.calib,
+        tensors=tensors_to_calibrate(prepared, candidates, recipe),
+        fingerprint=dataset.calib_fingerprint,
+        method=calibration,
+        percentile=percentile,
+        cache_dir=cache_dir,
+    )
+    reference = _reference_outputs(prepared, dataset.eval, cache_dir, dataset.eval_fingerprint)
+    builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe)
+    names = [c.name for c in candidates]
+    context_key = _hash(
+        prepared.prepared_sha256,
+        recipe,
+        names,
+        ranges.key,
+        dataset.eval_fingerprint,
+        backend_obj.identity(),
+        [s.label for s in slices],
+        metric if custom else None,
+    )
+    journal = Journal(out / JOURNAL_NAME, resume=resume)
+    if journal.repaired:
+        log.warning("the journal's last line was cut short (crash?); dropped it and kept everything before it")
+    evaluator = _Evaluator(
+        builder=builder,
+        backend=backend_obj,
+        eval_feeds=dataset.eval,
+        reference=reference,
+        slices=slices,
+        metric=metric_obj,
+        tolerance=tolerance,
+        custom=custom,
+        journal=journal,
+        context_key=context_key,
+        order={c.name: c.index for c in candidates},
+        progress=_Progress(progress),
+    )
+
+    baselines = evaluator.evaluate([frozenset(), frozenset(names)], "baseline")
+    if not baselines[1].passed:
+        raise UnattainableToleranceError(
+            f"even the all-FP32 model fails the tolerance: {metric_obj.name} = {baselines[1].value:.6g} vs "
+            f"tolerance {tolerance:g}; no plan can meet it. Loosen --tolerance or check the metric"
+        )
+    sensitivity_values: dict[str, dict[str, float]] = {}
+    plans = sensitivity_plans(names, sensitivity)
+    outcomes = evaluator.evaluate([plan for _, plan in plans], f"sensitivity ({sensitivity})")
+    for (kind, plan), outcome in zip(plans, outcomes):
+        layer = next(iter(set(names) - plan)) if kind == "isolate" else next(iter(plan))
+        sensitivity_values.setdefault(kind, {})[layer] = outcome.value
+    ranking = rank_layers(
+        names,
+        isolate=sensitivity_values.get("isolate"),
+        leave_one_out=sensitivity_values.get("leave-one-out"),
+        higher_is_better=metric_obj.higher_is_better,
+    )
+    try:
+        found = drive(minimal_plan_search(ranking), lambda batch: evaluator.evaluate(batch, "search"))
+    finally:
+        evaluator.progress.close()
+
+    rank_of = {name: i for i, name in enumerate(ranking)}
+    by_name = {c.name: c for c in candidates}
+    fp32 = tuple(sorted(found.fp32_layers, key=rank_of.__getitem__))
+    layers = tuple(
+        LayerSensitivity(
+            name=c.name,
+            op_type=c.op_type,
+            index=c.index,
+            rank=rank_of[c.name],
+            isolate=sensitivity_values.get("isolate", {}).get(c.name),
+            leave_one_out=sensitivity_values.get("leave-one-out", {}).get(c.name),
+        )
+        for c in sorted(candidates, key=lambda c: rank_of[c.name])
+    )
+    plan = Plan(
+        fp32_layers=fp32,
+        int8_layers=tuple(n for n in names if n not in found.fp32_layers),
+        value=found.outcome.value,
+        passed=found.outcome.passed,
+        key=found.outcome.key,
+        evidence={
+            name: {"key": o.key, "value": o.value, "passed": o.passed, "fp32_layers": sorted(o.fp32_layers)}
+            for name, o in found.evidence.items()
+        },
+    )
+    records = tuple(
+        sorted(
+            (Evaluation.from_json(r) for r in journal.records.values() if r.get("context") == context_key),
+            key=lambda r: r.sequence,
+        )
+    )
+    result = SweepResult(
+        model={
+            "path": str(prepared.path),
+            "name": prepared.name,
+            "sha256": prepared.sha256,
+            "prepared_sha256": prepared.prepared_sha256,
+            "original_opset": prepared.original_opset,
+            "renamed_nodes": prepared.renamed_nodes,
+            "folded_batchnorms": list(prepared.folded_batchnorms),
+            "input_shapes": {s.name: list(s.shape) for s in prepared.inputs},
+            "outputs": list(prepared.output_names),
+            "candidates": len(candidates),
+        },
+        backend=backend_obj.name,
+        recipe=recipe,
+        calibration={"method": calibration, "samples": len(dataset.calib), "percentile": percentile},
+        data={
+            "source": dataset.source,
+            "synthetic": dataset.synthetic,
+            "calib_samples": len(dataset.calib),
+            "eval_samples": len(dataset.eval),
+            "seed": seed,
+        },
+        metric={"name": metric_obj.name, "direction": metric_obj.direction, "tolerance": tolerance},
+        output_slices=tuple(s.label for s in slices),
+        sensitivity=sensitivity,
+        status=found.status,
+        plan=plan,
+        baselines={"all_int8": baselines[0].value, "all_fp32": baselines[1].value},
+        layer_results=layers,
+        evaluation_records=records,
+        wall_seconds=time.perf_counter() - started,
+        out_dir=str(out),
+        quantization={
+            "recipe": recipe,
+            "op_types": op_types,
+            "exclude": list(exclude),
+            "candidates": names,
+            "ranges": ranges.amax,
+            "ranges_key": ranges.key,
+        },
+    )
+    _write_outputs(result, builder, out, evaluations_run=evaluator.ran)
+    return result
+
+
+def _write_outputs(result: SweepResult, builder: QdqBuilder, out: Path, *, evaluations_run: int) -> None:
+    plan_model = builder.build(result.plan.fp32_layers)
+    write_bytes_atomic(out / "plan.onnx", plan_model.SerializeToString())
+    write_text_atomic(out / "plan.json", json.dumps(plan_document(result, out / "plan.onnx"), indent=2) + "\n")
+    write_text_atomic(out / "sensitivity.csv", result.layers.to_csv(index=False))
+    write_text_atomic(out / RESULT_NAME, json.dumps(result.to_json(), indent=1) + "\n")
+    log.info("wrote %s (%d evaluations this run, %d in total)", out, evaluations_run, len(result.evaluation_records))

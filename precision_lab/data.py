@@ -48,6 +48,8 @@ class DataSet:
 
     calib: tuple[Feed, ...]
     eval: tuple[Feed, ...]
+    calib_labels: tuple[str, ...]
+    eval_labels: tuple[str, ...]
     source: str
     synthetic: bool
     calib_fingerprint: str
@@ -62,8 +64,10 @@ def _load_npz(path: Path) -> Feed:
         raise InputError(f"cannot read {path} as an .npz feed ({exc}); write it with numpy.savez") from exc
 
 
-def load_folder(folder: str | os.PathLike, specs: Sequence[InputSpec]) -> list[Feed]:
-    """Read every ``.npz`` (or, for a single-input model, ``.npy``) file of ``folder``, sorted by name."""
+def load_folder(folder: str | os.PathLike, specs: Sequence[InputSpec]) -> tuple[list[Feed], list[str]]:
+    """Read every ``.npz`` (or, for a single-input model, ``.npy``) file of ``folder``, sorted by name.
+
+    Returns the feeds and their file names."""
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"data folder not found: {folder}; check the --data path")
@@ -74,7 +78,7 @@ def load_folder(folder: str | os.PathLike, specs: Sequence[InputSpec]) -> list[F
     if npz and npy:
         raise InputError(f"{folder} mixes .npz and .npy files; keep one kind")
     if npz:
-        return [_load_npz(path) for path in npz]
+        return [_load_npz(path) for path in npz], [path.name for path in npz]
     if npy:
         if len(specs) != 1:
             raise InputError(
@@ -87,7 +91,7 @@ def load_folder(folder: str | os.PathLike, specs: Sequence[InputSpec]) -> list[F
                 feeds.append({specs[0].name: np.load(path, allow_pickle=False)})
             except Exception as exc:
                 raise InputError(f"cannot read {path} as .npy ({exc}); write it with numpy.save") from exc
-        return feeds
+        return feeds, [path.name for path in npy]
     raise InputError(f"data folder {folder} is empty (no .npz or .npy files); add one file per input feed")
 
 
@@ -192,11 +196,11 @@ def feeds_fingerprint(feeds: Iterable[Feed]) -> str:
 
 def split_feeds(
     feeds: Sequence[Feed], *, calib_samples: int, eval_samples: int, seed: int = 0
-) -> tuple[list[Feed], list[Feed], list[str]]:
+) -> tuple[list[int], list[int], list[str]]:
     """Deterministic, disjoint split: shuffle with ``seed``, calibration first, then evaluation.
 
-    With fewer feeds than asked for, both sets shrink in proportion (at least one each); the returned
-    warnings say so. Needs at least two feeds.
+    Returns the indices of the calibration and evaluation feeds, and warnings. With fewer feeds than
+    asked for, both sets shrink in proportion (at least one each). Needs at least two feeds.
     """
     if calib_samples < 1 or eval_samples < 1:
         raise InputError("--calib-samples and --eval-samples must be at least 1")
@@ -217,8 +221,8 @@ def split_feeds(
         )
     else:
         calib_count, eval_count = calib_samples, eval_samples
-    calib = [feeds[i] for i in order[:calib_count]]
-    evaluation = [feeds[i] for i in order[calib_count : calib_count + eval_count]]
+    calib = [int(i) for i in order[:calib_count]]
+    evaluation = [int(i) for i in order[calib_count : calib_count + eval_count]]
     return calib, evaluation, warnings
 
 
@@ -244,24 +248,30 @@ def make_dataset(
         InputSpec(s.name, s.dtype, tuple(fixed[s.name]) if s.name in fixed else s.shape) for s in specs
     ]
     if data_dir is not None:
-        feeds, source, synthetic = load_folder(data_dir, specs), str(data_dir), False
+        (feeds, labels), source, synthetic = load_folder(data_dir, specs), str(data_dir), False
     elif data_loader_script is not None:
         feeds, source, synthetic = load_from_script(data_loader_script), data_loader_script, False
+        labels = [f"#{i}" for i in range(len(feeds))]
     else:
         feeds = synthetic_feeds(specs, calib_samples + eval_samples, seed=seed)
+        labels = [f"#{i}" for i in range(len(feeds))]
         source, synthetic = "synthetic (uniform 0..1)", True
         warnings.append(
             "NO DATA GIVEN: using synthetic random inputs (uniform 0..1). Layer sensitivity on random data "
             "can differ a lot from real data; pass --data DIR or --data-loader-script for a plan you can trust"
         )
     validate_feeds(feeds, specs, source=source)
-    calib, evaluation, split_warnings = split_feeds(
+    calib_index, eval_index, split_warnings = split_feeds(
         feeds, calib_samples=calib_samples, eval_samples=eval_samples, seed=seed
     )
     warnings.extend(split_warnings)
+    calib = [feeds[i] for i in calib_index]
+    evaluation = [feeds[i] for i in eval_index]
     dataset = DataSet(
         calib=tuple(calib),
         eval=tuple(evaluation),
+        calib_labels=tuple(labels[i] for i in calib_index),
+        eval_labels=tuple(labels[i] for i in eval_index),
         source=source,
         synthetic=synthetic,
         calib_fingerprint=feeds_fingerprint(calib),

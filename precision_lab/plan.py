@@ -26,7 +26,8 @@ def build_commands(plan_onnx: str | os.PathLike) -> dict[str, str]:
     """Command lines that build ``plan_onnx`` (explicit quantization: Q/DQ decide precision).
 
     ``trtexec``/``polygraphy`` commands are for TensorRT >= 10 (``--stronglyTyped``, the only mode of
-    TensorRT 11); ``polygraphy_onnxrt`` runs the plan on ONNX Runtime and compares it with FP32.
+    TensorRT 11); ``polygraphy_compare`` builds it and compares TensorRT with ONNX Runtime; ``onnxruntime``
+    opens it with graph optimizations off, the setting that reproduces precision-lab's numbers.
     """
     onnx_path = shlex.quote(str(plan_onnx))
     engine = shlex.quote(str(Path(plan_onnx).with_suffix(".engine")))
@@ -35,8 +36,9 @@ def build_commands(plan_onnx: str | os.PathLike) -> dict[str, str]:
         "polygraphy": f"polygraphy convert {onnx_path} --strongly-typed -o {engine}",
         "polygraphy_compare": f"polygraphy run {onnx_path} --trt --strongly-typed --onnxrt",
         "onnxruntime": (
-            "python -c \"import onnxruntime as ort; "
-            f"s = ort.InferenceSession('{Path(plan_onnx).as_posix()}'); print([i.name for i in s.get_inputs()])\""
+            "python -c \"import onnxruntime as ort; o = ort.SessionOptions(); "
+            "o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL; "
+            f"s = ort.InferenceSession('{Path(plan_onnx).as_posix()}', o); print([i.name for i in s.get_inputs()])\""
         ),
     }
 

@@ -386,6 +386,8 @@ def sweep(
             "calib_samples": len(dataset.calib),
             "eval_samples": len(dataset.eval),
             "seed": seed,
+            "calib_feeds": list(dataset.calib_labels),
+            "eval_feeds": list(dataset.eval_labels),
         },
         metric={"name": metric_obj.name, "direction": metric_obj.direction, "tolerance": tolerance},
         output_slices=tuple(s.label for s in slices),

@@ -21,20 +21,30 @@ __all__ = ["OnnxRuntimeBackend"]
 class OnnxRuntimeBackend:
     """ONNX Runtime on ``providers`` (default CPU) with ``threads`` intra-op threads (default: ORT's choice).
 
-    Sessions use ONNX Runtime's default graph optimizations, so a plain ``InferenceSession`` of
-    ``plan.onnx`` reproduces the numbers.
+    Graph optimizations are disabled (``optimize=False``, the default): at its EXTENDED level ONNX Runtime
+    fuses Q/DQ + MatMul/Conv into integer kernels whose arithmetic is not ideal INT8 (on x86 the u8s8 path
+    can saturate), which would measure ONNX Runtime's kernels instead of the plan. Unoptimized sessions run
+    exact quantize-dequantize arithmetic in FP32 and are also the fastest to create. Reproduce the numbers
+    with ``SessionOptions.graph_optimization_level = ORT_DISABLE_ALL``.
     """
 
     name = "onnxrt"
 
-    def __init__(self, *, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+        optimize: bool = False,
+    ) -> None:
         self.providers = tuple(providers)
         self.threads = threads
+        self.optimize = optimize
 
     def identity(self) -> str:
         import onnxruntime
 
-        return f"onnxruntime-{onnxruntime.__version__}:{','.join(self.providers)}"
+        return f"onnxruntime-{onnxruntime.__version__}:{','.join(self.providers)}:optimize={self.optimize}"
 
     def session(self, model: onnx.ModelProto | bytes):
         """An ``onnxruntime.InferenceSession`` of ``model``."""
@@ -42,6 +52,8 @@ class OnnxRuntimeBackend:
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        if not self.optimize:
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1

@@ -1,0 +1,73 @@
+"""Shared fixtures: sample models, their expected plans, and data folders made from seeded random inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_models"
+EXPECTED = json.loads((SAMPLES / "expected_plans.json").read_text())
+SAMPLE_NAMES = sorted(name.removesuffix(".onnx") for name in EXPECTED)
+
+
+def model_inputs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    result = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        shape = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        result[vi.name] = (shape, dtype)
+    return result
+
+
+def write_random_feeds(model_path: Path, folder: Path, count: int = 48, seed: int = 1) -> Path:
+    """``count`` .npz feeds of uniform 0..1 inputs for ``model_path`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        feed = {name: rng.random(shape).astype(dtype) for name, (shape, dtype) in model_inputs(model_path).items()}
+        np.savez(folder / f"feed_{i:03d}.npz", **feed)
+    return folder
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m precision_lab ARGS`` in a subprocess."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", "precision_lab", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
+    """Every sample model swept once (CLI, real data folder, expected recipe/tolerance): name -> out dir."""
+    root = tmp_path_factory.mktemp("sample_sweeps")
+    outs = {}
+    for name in SAMPLE_NAMES:
+        expected = EXPECTED[f"{name}.onnx"]
+        model = SAMPLES / f"{name}.onnx"
+        data = write_random_feeds(model, root / f"{name}_data")
+        out = root / name
+        proc = run_cli(
+            "sweep", str(model), "--data", str(data), "--out", str(out), "--quiet",
+            "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]),
+        )
+        assert proc.returncode == 0, proc.stderr
+        outs[name] = out
+    return outs

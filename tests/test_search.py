@@ -1,0 +1,160 @@
+"""The minimal-plan search and ranking, against a fake evaluator (no backend involved)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from precision_lab.search import Outcome, drive, minimal_plan_search, rank_layers, sensitivity_plans
+
+LAYERS = [f"l{i}" for i in range(12)]
+
+
+class FakeEvaluator:
+    """Error = sum of each INT8 layer's error, plus pair penalties; counts and remembers evaluations."""
+
+    def __init__(self, errors: dict[str, float], tolerance: float, pairs: dict[frozenset, float] | None = None):
+        self.errors = errors
+        self.tolerance = tolerance
+        self.pairs = pairs or {}
+        self.seen: dict[frozenset, Outcome] = {}
+        self.calls = 0
+
+    def value(self, fp32: frozenset) -> float:
+        int8 = set(self.errors) - fp32
+        value = sum(self.errors[name] for name in int8)
+        value += sum(penalty for pair, penalty in self.pairs.items() if pair <= int8)
+        return value
+
+    def __call__(self, batch):
+        outcomes = []
+        for plan in batch:
+            if plan not in self.seen:
+                self.calls += 1
+                value = self.value(plan)
+                self.seen[plan] = Outcome(plan, value, value <= self.tolerance, key=",".join(sorted(plan)))
+            outcomes.append(self.seen[plan])
+        return outcomes
+
+
+def isolate_ranking(fake: FakeEvaluator) -> list[str]:
+    plans = sensitivity_plans(LAYERS, "isolate")
+    outcomes = fake([plan for _, plan in plans])
+    values = {next(iter(set(LAYERS) - plan)): o.value for (_, plan), o in zip(plans, outcomes)}
+    return rank_layers(LAYERS, isolate=values)
+
+
+def assert_one_minimal(result, fake: FakeEvaluator):
+    plan = frozenset(result.fp32_layers)
+    assert result.outcome.passed and result.outcome.fp32_layers == plan
+    for name in plan:
+        proof = result.evidence[name]
+        assert proof.fp32_layers == plan - {name}
+        assert not proof.passed
+        assert fake.seen[plan - {name}] == proof  # the proof was really evaluated
+
+
+def test_single_planted_layer_is_the_plan():
+    errors = {name: 0.001 for name in LAYERS} | {"l7": 1.0}
+    fake = FakeEvaluator(errors, tolerance=0.05)
+    result = drive(minimal_plan_search(isolate_ranking(fake)), fake)
+    assert result.status == "found"
+    assert result.fp32_layers == ("l7",)
+    assert_one_minimal(result, fake)
+
+
+def test_two_planted_layers_neither_enough_alone():
+    errors = {name: 0.001 for name in LAYERS} | {"l2": 0.5, "l9": 0.5}
+    fake = FakeEvaluator(errors, tolerance=0.05)
+    result = drive(minimal_plan_search(isolate_ranking(fake)), fake)
+    assert sorted(result.fp32_layers) == ["l2", "l9"]
+    assert_one_minimal(result, fake)
+
+
+def test_all_int8_passes_gives_empty_plan():
+    fake = FakeEvaluator({name: 0.001 for name in LAYERS}, tolerance=0.05)
+    result = drive(minimal_plan_search(LAYERS), fake)
+    assert result.status == "all-int8-passes"
+    assert result.fp32_layers == ()
+    assert result.outcome.passed
+
+
+def test_unattainable_tolerance_is_reported():
+    fake = FakeEvaluator({name: 0.001 for name in LAYERS}, tolerance=-1.0)
+    result = drive(minimal_plan_search(LAYERS), fake)
+    assert result.status == "unattainable"
+    assert not result.all_fp32.passed
+
+
+def test_bad_ranking_is_repaired_by_pruning():
+    """A ranking that puts harmless layers first still yields the 1-minimal plan."""
+    errors = {name: 0.001 for name in LAYERS} | {"l11": 1.0}
+    fake = FakeEvaluator(errors, tolerance=0.05)
+    result = drive(minimal_plan_search(LAYERS), fake)  # l11 is ranked last
+    assert result.fp32_layers == ("l11",)
+    assert_one_minimal(result, fake)
+
+
+def test_interacting_layers_give_a_one_minimal_plan():
+    """Layers harmless alone but harmful together: the result is 1-minimal and passes."""
+    errors = {name: 0.004 for name in LAYERS}
+    pairs = {frozenset({"l1", "l5"}): 0.2, frozenset({"l3", "l8"}): 0.2}
+    fake = FakeEvaluator(errors, tolerance=0.05, pairs=pairs)
+    result = drive(minimal_plan_search(isolate_ranking(fake)), fake)
+    assert result.status == "found"
+    assert_one_minimal(result, fake)
+    int8 = set(LAYERS) - set(result.fp32_layers)
+    assert not ({"l1", "l5"} <= int8 or {"l3", "l8"} <= int8)
+
+
+@pytest.mark.parametrize("planted", [("l0",), ("l4", "l10"), ("l1", "l6", "l11")])
+def test_search_evaluations_stay_logarithmic(planted):
+    errors = {name: 0.0005 for name in LAYERS} | {name: 0.5 for name in planted}
+    fake = FakeEvaluator(errors, tolerance=0.05)
+    ranking = isolate_ranking(fake)
+    before = fake.calls
+    result = drive(minimal_plan_search(ranking), fake)
+    assert sorted(result.fp32_layers) == sorted(planted)
+    # baselines + bisection + pruning of the prefix
+    assert fake.calls - before <= 2 + 4 + len(planted)
+
+
+def test_rank_isolate_and_leave_one_out():
+    isolate = {"a": 0.1, "b": 0.9, "c": 0.5}
+    assert rank_layers(["a", "b", "c"], isolate=isolate) == ["b", "c", "a"]
+    # leave-one-out: pinning b lowers the error most -> most sensitive
+    loo = {"a": 0.8, "b": 0.2, "c": 0.7}
+    assert rank_layers(["a", "b", "c"], leave_one_out=loo) == ["b", "c", "a"]
+    # higher-is-better metric (cosine): isolate lower cosine = more sensitive
+    assert rank_layers(["a", "b", "c"], isolate={"a": 0.99, "b": 0.5, "c": 0.9}, higher_is_better=True) == ["b", "c", "a"]
+    # both: each layer's better rank decides
+    both = rank_layers(["a", "b", "c"], isolate={"a": 0.9, "b": 0.1, "c": 0.2}, leave_one_out={"a": 0.5, "b": 0.1, "c": 0.5})
+    assert both[:2] == ["a", "b"]
+
+
+def test_failed_isolate_evaluation_ranks_first():
+    assert rank_layers(["a", "b"], isolate={"a": 0.5, "b": float("nan")})[0] == "b"
+
+
+def test_sensitivity_plans_shapes():
+    plans = sensitivity_plans(["a", "b"], "both")
+    assert plans == [
+        ("isolate", frozenset({"b"})),
+        ("isolate", frozenset({"a"})),
+        ("leave-one-out", frozenset({"a"})),
+        ("leave-one-out", frozenset({"b"})),
+    ]
+
+
+def test_every_subset_search_is_one_minimal_on_small_monotone_problems():
+    """Exhaustive check over all planted subsets of 5 layers."""
+    names = LAYERS[:5]
+    for size in range(0, 4):
+        for planted in itertools.combinations(names, size):
+            errors = {name: 0.001 for name in names} | {name: 0.3 for name in planted}
+            fake = FakeEvaluator(errors, tolerance=0.05)
+            result = drive(minimal_plan_search(names), fake)
+            assert sorted(result.fp32_layers) == sorted(planted)
+            if planted:
+                assert_one_minimal(result, fake)

@@ -22,7 +22,7 @@ class _ArgumentParser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so errors become one line and exit code 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        raise InputError(f"{message} (see precision-lab {self.prog.split()[-1]} --help)")
+        raise InputError(f"{message} (see {self.prog} --help)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +109,10 @@ def _shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     return dict(parse_input_shape(item) for item in items)
 
 
+def _ops(text: str | None) -> list[str] | None:
+    return [op.strip() for op in text.split(",") if op.strip()] if text else None
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -159,7 +163,7 @@ def _cmd_sweep(args) -> int:
         tolerance=args.tolerance,
         out_dir=args.out,
         recipe=args.recipe,
-        ops=[op.strip() for op in args.ops.split(",") if op.strip()] if args.ops else None,
+        ops=_ops(args.ops),
         exclude=args.exclude,
         calibration=args.calibration,
         percentile=args.percentile,
@@ -179,10 +183,10 @@ def _cmd_sweep(args) -> int:
 
 def _cmd_layers(args) -> int:
     from precision_lab.model import list_candidates, prepare_model
-    from precision_lab.qdq import RECIPES
+    from precision_lab.qdq import resolve_op_types
 
+    op_types = resolve_op_types(args.recipe, _ops(args.ops))
     prepared = prepare_model(args.model, input_shapes=_shapes(args.input_shape))
-    op_types = [op.strip() for op in args.ops.split(",")] if args.ops else RECIPES[args.recipe]
     candidates = list_candidates(prepared, op_types=op_types, exclude=args.exclude)
 
     def shape(s):
@@ -238,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PrecisionLabError as exc:
         if verbose:
             raise
-        print(f"precision-lab: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # always one line
+        print(f"precision-lab: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("precision-lab: interrupted; re-run the same command to resume where it stopped", file=sys.stderr)

@@ -100,21 +100,27 @@ def load_from_script(spec: str) -> list[Feed]:
 
     Runs user code. The function returns or yields feed dicts (input name -> array).
     """
-    from polygraphy.backend.common import InvokeFromScript
+    import importlib.util
 
-    path, _, func = spec.partition(":") if not spec.endswith(".py") else (spec, "", "")
+    path, _, func = spec.rpartition(":") if not spec.endswith(".py") else (spec, "", "")
     func = func or "load_data"
     if not Path(path).is_file():
         raise InputError(f"data loader script not found: {path}; pass --data-loader-script file.py[:func]")
     try:
-        loaded = InvokeFromScript(path, func)()
-        feeds = [dict(feed) for feed in loaded]
-    except InputError:
-        raise
+        module_spec = importlib.util.spec_from_file_location("precision_lab_data_loader", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise InputError(f"data loader script {path} failed to import ({type(exc).__name__}: {exc})") from exc
+    loader = getattr(module, func, None)
+    if loader is None:
+        raise InputError(f"data loader script {path} has no function '{func}'; name it with {path}:FUNC")
+    try:
+        feeds = [dict(feed) for feed in loader()]
     except Exception as exc:
         raise InputError(
             f"data loader script {path}:{func} failed ({type(exc).__name__}: {str(exc)[:200]}); "
-            "it must define a function returning or yielding feed dicts"
+            "it must return or yield feed dicts (input name -> array)"
         ) from exc
     if not feeds:
         raise InputError(f"data loader script {path}:{func} produced no feeds")

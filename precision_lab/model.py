@@ -36,6 +36,7 @@ __all__ = [
     "prepare_model",
     "list_candidates",
     "parse_input_shape",
+    "check_input_shape_names",
 ]
 
 MIN_OPSET = 13
@@ -205,15 +206,18 @@ def _name_nodes(model: onnx.ModelProto) -> dict[str, str]:
     return renamed
 
 
+def check_input_shape_names(specs: Sequence[InputSpec], input_shapes: Mapping[str, Sequence[int]]) -> None:
+    """Every name in ``input_shapes`` is an input of the model."""
+    known = [spec.name for spec in specs]
+    for name in input_shapes:
+        if name not in known:
+            raise InputError(f"--input-shape names input '{name}', but the model's inputs are {known}")
+
+
 def _fix_input_shapes(
     model: onnx.ModelProto, specs: Sequence[InputSpec], input_shapes: Mapping[str, Sequence[int]]
 ) -> None:
-    known = {spec.name for spec in specs}
-    for name in input_shapes:
-        if name not in known:
-            raise InputError(
-                f"--input-shape names input '{name}', but the model's inputs are {sorted(known)}"
-            )
+    check_input_shape_names(specs, input_shapes)
     initializers = {init.name for init in model.graph.initializer}
     for value_info in model.graph.input:
         if value_info.name in initializers:
@@ -298,13 +302,34 @@ def _fold_batchnorms(model: onnx.ModelProto) -> list[str]:
     if folded:
         del graph.node[:]
         graph.node.extend(keep)
+        _drop_unused_initializers(model)
     return folded
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    used = {out.name for out in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attribute in node.attribute:
+            for subgraph in list(attribute.graphs) + ([attribute.g] if attribute.HasField("g") else []):
+                used |= _used_names(subgraph)
+    return used
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = _used_names(model.graph)
+    keep = [init for init in model.graph.initializer if init.name in used]
+    if len(keep) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
 
 
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Turn ``Constant`` nodes and constant subgraphs into initializers (onnx-graphsurgeon)."""
     import onnx_graphsurgeon as gs
+    import onnxruntime
 
+    onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds with ONNX Runtime; keep its warnings quiet
     graph = gs.import_onnx(model)
     graph.fold_constants(fold_shapes=True, error_ok=True).cleanup(remove_unused_graph_inputs=False)
     folded = gs.export_onnx(graph, do_type_check=False)

@@ -91,6 +91,8 @@ def read_plan(path: str | os.PathLike) -> dict:
         document = json.loads(path.read_text())
     except ValueError as exc:
         raise InputError(f"{path} is not valid JSON ({exc}); pass the plan.json a sweep wrote") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("schema_version"), int):
+        raise InputError(f"{path} is not a precision-lab plan (no schema_version); pass the plan.json a sweep wrote")
     needed = ("schema_version", "fp32_layers", "quantization")
     missing = [key for key in needed if key not in document]
     if missing or "ranges" not in document.get("quantization", {}):

@@ -34,6 +34,7 @@ __all__ = [
     "EXTENDED_OPS",
     "QdqBuilder",
     "tensors_to_calibrate",
+    "resolve_op_types",
     "count_qdq",
 ]
 
@@ -55,6 +56,18 @@ _DATA_INPUTS: dict[str, tuple[int, ...] | None] = {
     "GlobalAveragePool": (0,),
     "Resize": (0,),
 }
+
+
+def resolve_op_types(recipe: str, ops: Sequence[str] | None = None) -> list[str]:
+    """The candidate op types: ``ops`` when given (ONNX op type names), else the recipe's."""
+    if recipe not in RECIPES:
+        raise InputError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
+    if not ops:
+        return list(RECIPES[recipe])
+    bad = [op for op in ops if not op or not op[0].isupper() or not op.isalnum()]
+    if bad:
+        raise InputError(f"--ops takes ONNX op types such as Conv,MatMul (case matters); got {bad}")
+    return list(dict.fromkeys(ops))
 
 
 def _data_input_indices(op_type: str, num_inputs: int) -> list[int]:

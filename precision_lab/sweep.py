@@ -22,17 +22,24 @@ from pathlib import Path
 import numpy as np
 
 from precision_lab.backends import Backend, get_backend
-from precision_lab.calibration import DEFAULT_PERCENTILE, Ranges, calibrate
+from precision_lab.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, calibrate
 from precision_lab.compare import METRICS, Metric, OutputSlice, compare_outputs, get_metric, load_custom_metric
 from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DataSet, Feed, make_dataset, shapes_from_feeds
 from precision_lab.errors import EvaluationError, InputError, UnattainableToleranceError
 from precision_lab.io import write_bytes_atomic, write_text_atomic
 from precision_lab.journal import JOURNAL_NAME, Journal
-from precision_lab.model import Candidate, PreparedModel, input_specs, list_candidates, load_model, prepare_model
+from precision_lab.model import (
+    PreparedModel,
+    check_input_shape_names,
+    input_specs,
+    list_candidates,
+    load_model,
+    prepare_model,
+)
 from precision_lab.plan import plan_document
-from precision_lab.qdq import RECIPES, QdqBuilder, tensors_to_calibrate
+from precision_lab.qdq import RECIPES, QdqBuilder, resolve_op_types, tensors_to_calibrate
 from precision_lab.results import RESULT_NAME, Evaluation, LayerSensitivity, Plan, SweepResult
-from precision_lab.search import Outcome, drive, minimal_plan_search, rank_layers, sensitivity_plans
+from precision_lab.search import MinimalPlan, Outcome, drive, minimal_plan_search, rank_layers, sensitivity_plans
 from precision_lab.search.sensitivity import SENSITIVITY_MODES
 
 __all__ = ["sweep", "DEFAULT_TOLERANCES", "default_out_dir"]
@@ -199,6 +206,75 @@ def _resolve_metric(metric: str, direction: str | None, tolerance: float | None)
     return metric_obj, float(tolerance), custom
 
 
+def _search(
+    evaluator: _Evaluator, names: Sequence[str], sensitivity: str
+) -> tuple[list[Outcome], dict[str, dict[str, float]], list[str], MinimalPlan]:
+    """Baselines, per-layer sensitivity, ranking and the minimal-plan search."""
+    metric, tolerance = evaluator.metric, evaluator.tolerance
+    baselines = evaluator.evaluate([frozenset(), frozenset(names)], "baseline")
+    if not baselines[1].passed:
+        evaluator.progress.close()
+        raise UnattainableToleranceError(
+            f"even the all-FP32 model fails the tolerance: {metric.name} = {baselines[1].value:.6g} vs "
+            f"tolerance {tolerance:g}; no plan can meet it. Loosen --tolerance or check the metric"
+        )
+    values: dict[str, dict[str, float]] = {}
+    plans = sensitivity_plans(names, sensitivity)
+    outcomes = evaluator.evaluate([plan for _, plan in plans], f"sensitivity ({sensitivity})")
+    for (kind, plan), outcome in zip(plans, outcomes):
+        layer = next(iter(set(names) - plan)) if kind == "isolate" else next(iter(plan))
+        values.setdefault(kind, {})[layer] = outcome.value
+    ranking = rank_layers(
+        names,
+        isolate=values.get("isolate"),
+        leave_one_out=values.get("leave-one-out"),
+        higher_is_better=metric.higher_is_better,
+    )
+    found = drive(minimal_plan_search(ranking), lambda batch: evaluator.evaluate(batch, "search"))
+    return baselines, values, ranking, found
+
+
+def _check_options(*, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int) -> None:
+    if recipe not in RECIPES:
+        raise InputError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
+    if sensitivity not in SENSITIVITY_MODES:
+        raise InputError(f"unknown sensitivity '{sensitivity}'; choose one of {', '.join(SENSITIVITY_MODES)}")
+    if calibration not in CALIBRATION_METHODS:
+        raise InputError(f"unknown calibration '{calibration}'; choose one of {', '.join(CALIBRATION_METHODS)}")
+    if not 0 < percentile <= 100:
+        raise InputError(f"--percentile must be in (0, 100], got {percentile}")
+    if not 0 <= seed < 2**32:
+        raise InputError(f"--seed must be between 0 and 2**32 - 1, got {seed}")
+
+
+def _check_out_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the outputs")
+    try:
+        (out / "cache").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out} ({exc.strerror}); choose another --out") from exc
+    return out
+
+
+def _check_slices(prepared: PreparedModel, slices: Sequence[OutputSlice]) -> None:
+    """Every ``--output-slice`` names an output and fits its (inferred) shape."""
+    shapes = {vi.name: vi.type.tensor_type.shape.dim for vi in prepared.model.graph.output}
+    for part in slices:
+        if part.output not in shapes:
+            raise InputError(
+                f"--output-slice names output '{part.output}', but the model's outputs are {list(prepared.output_names)}"
+            )
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in shapes[part.output]]
+        if dims and not -len(dims) <= part.axis < len(dims):
+            raise InputError(f"--output-slice axis {part.axis} does not exist: output '{part.output}' has rank {len(dims)}")
+        if dims and dims[part.axis] is not None and part.stop > dims[part.axis]:
+            raise InputError(
+                f"--output-slice {part.output}:{part.axis}:{part.start}:{part.stop} does not fit: axis {part.axis} "
+                f"of '{part.output}' has size {dims[part.axis]}"
+            )
+
+
 def sweep(
     model: str | os.PathLike,
     *,
@@ -231,18 +307,19 @@ def sweep(
     ``data_loader_script`` is given, output in ``reports/<model name>/``, resuming a journal found there.
     """
     started = time.perf_counter()
-    if recipe not in RECIPES:
-        raise InputError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
-    if sensitivity not in SENSITIVITY_MODES:
-        raise InputError(f"unknown sensitivity '{sensitivity}'; choose one of {', '.join(SENSITIVITY_MODES)}")
+    _check_options(recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed)
     metric_obj, tolerance, custom = _resolve_metric(metric, metric_direction, tolerance)
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
+    op_types = resolve_op_types(recipe, ops)
     backend_obj = get_backend(backend) if isinstance(backend, str) else backend
-    out = Path(out_dir) if out_dir is not None else default_out_dir(model)
+    out = _check_out_dir(Path(out_dir) if out_dir is not None else default_out_dir(model))
 
     original, _ = load_model(model)
+    specs = input_specs(original)
+    del original
+    check_input_shape_names(specs, input_shapes or {})
     dataset, warnings = make_dataset(
-        input_specs(original),
+        specs,
         data_dir=data,
         data_loader_script=data_loader_script,
         calib_samples=calib_samples,
@@ -250,15 +327,9 @@ def sweep(
         seed=seed,
         input_shapes=input_shapes,
     )
-    del original
-    for warning in warnings:
-        log.warning(warning)
     shapes = dict(input_shapes or {}) or shapes_from_feeds(dataset.calib)
     prepared = prepare_model(model, input_shapes=shapes)
-    op_types = list(ops) if ops else list(RECIPES[recipe])
-    unknown_ops = [op for op in op_types if not op or not op[0].isupper()]
-    if unknown_ops:
-        raise InputError(f"--ops takes ONNX op types such as Conv,MatMul; got {unknown_ops}")
+    _check_slices(prepared, slices)
     candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
     if not candidates:
         raise InputError(
@@ -266,10 +337,11 @@ def sweep(
             + (f", minus --exclude {list(exclude)}" if exclude else "")
             + "); try --recipe extended or name op types with --ops"
         )
+    for warning in warnings:  # only once the inputs are known to be usable
+        log.warning(warning)
     log.info("%s: %d candidate layers (recipe %s)", prepared.name, len(candidates), recipe)
 
     cache_dir = out / "cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
     ranges = calibrate(
         prepared,
         dataset.calib,
@@ -310,31 +382,12 @@ def sweep(
         progress=_Progress(progress),
     )
 
-    baselines = evaluator.evaluate([frozenset(), frozenset(names)], "baseline")
-    if not baselines[1].passed:
-        raise UnattainableToleranceError(
-            f"even the all-FP32 model fails the tolerance: {metric_obj.name} = {baselines[1].value:.6g} vs "
-            f"tolerance {tolerance:g}; no plan can meet it. Loosen --tolerance or check the metric"
-        )
-    sensitivity_values: dict[str, dict[str, float]] = {}
-    plans = sensitivity_plans(names, sensitivity)
-    outcomes = evaluator.evaluate([plan for _, plan in plans], f"sensitivity ({sensitivity})")
-    for (kind, plan), outcome in zip(plans, outcomes):
-        layer = next(iter(set(names) - plan)) if kind == "isolate" else next(iter(plan))
-        sensitivity_values.setdefault(kind, {})[layer] = outcome.value
-    ranking = rank_layers(
-        names,
-        isolate=sensitivity_values.get("isolate"),
-        leave_one_out=sensitivity_values.get("leave-one-out"),
-        higher_is_better=metric_obj.higher_is_better,
-    )
     try:
-        found = drive(minimal_plan_search(ranking), lambda batch: evaluator.evaluate(batch, "search"))
+        baselines, sensitivity_values, ranking, found = _search(evaluator, names, sensitivity)
     finally:
         evaluator.progress.close()
 
     rank_of = {name: i for i, name in enumerate(ranking)}
-    by_name = {c.name: c for c in candidates}
     fp32 = tuple(sorted(found.fp32_layers, key=rank_of.__getitem__))
     layers = tuple(
         LayerSensitivity(

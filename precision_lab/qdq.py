@@ -8,8 +8,8 @@ Rules, for every recipe:
   axis (Conv 0, ConvTranspose 1, Gemm 0 with ``transB=1`` else 1, MatMul last axis); biases stay FP32;
 * a tensor feeding several consumers gets its own Q/DQ per consumer, so pinning one consumer never changes
   another;
-* recipe ``trt``: an ``Add`` that is not a candidate and has an input produced directly by an INT8 ``Conv``
-  gets Q/DQ on its other input (what TensorRT needs to fuse Conv + residual Add);
+* an ``Add`` that is not a candidate and has an input produced directly by an INT8 ``Conv`` gets Q/DQ on
+  its other input (what TensorRT needs to fuse Conv + residual Add);
 * recipe ``extended``: non-weighted ops (Add, Mul, Concat, pooling, Resize) in INT8 also quantize their
   output, on every edge to a consumer that is not pinned and on graph outputs; their constant inputs are
   quantized per tensor; Concat, MaxPool and Resize share one scale across inputs and output;
@@ -91,6 +91,15 @@ def _weight_axis(node: onnx.NodeProto | object, op_type: str, rank: int) -> int 
     return None
 
 
+def _is_float(tensor) -> bool:
+    """Whether a graphsurgeon tensor holds floats (an unknown dtype counts as float)."""
+    dtype = getattr(tensor, "dtype", None)
+    try:
+        return dtype is None or np.dtype(dtype).kind == "f"
+    except TypeError:
+        return True
+
+
 def _scale_of(amax: np.ndarray | float) -> np.ndarray:
     amax = np.asarray(amax, dtype=np.float32)
     return np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0 / 127.0)).astype(np.float32)
@@ -116,7 +125,10 @@ def _quantize_constant(values: np.ndarray, axis: int | None) -> tuple[np.ndarray
 def tensors_to_calibrate(prepared: PreparedModel, candidates: Sequence[Candidate], recipe: str) -> list[str]:
     """Every activation tensor a plan of this candidate set may quantize: the inputs and outputs of
     candidates, and both inputs of residual ``Add`` nodes."""
-    initializers = {init.name for init in prepared.model.graph.initializer}
+    graph = prepared.model.graph
+    initializers = {init.name for init in graph.initializer}
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    elem_type = {vi.name: vi.type.tensor_type.elem_type for vi in [*graph.value_info, *graph.input, *graph.output]}
     names = {c.name for c in candidates}
     wanted: set[str] = set()
     for node in prepared.model.graph.node:
@@ -125,7 +137,11 @@ def tensors_to_calibrate(prepared: PreparedModel, candidates: Sequence[Candidate
                 wanted.add(node.input[index])
             if node.name in names:
                 wanted.update(node.output)
-    return sorted(name for name in wanted if name and name not in initializers)
+    return sorted(
+        name
+        for name in wanted
+        if name and name not in initializers and elem_type.get(name, onnx.TensorProto.FLOAT) in float_types
+    )
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,8 @@ class QdqBuilder:
         for node in graph.nodes:
             if node.name not in self.candidates:
                 continue
+            if node.op in SCALE_SHARING_OPS:
+                continue  # constant inputs take the shared scale, set per build
             for index in _data_input_indices(node.op, len(node.inputs)):
                 tensor = node.inputs[index]
                 if isinstance(tensor, gs.Constant):
@@ -201,7 +219,7 @@ class QdqBuilder:
 
         def group_amax(node) -> float:
             members = [node.inputs[i] for i in _data_input_indices(node.op, len(node.inputs))] + list(node.outputs)
-            return max(amax_of(t) for t in members)
+            return max(amax_of(t) for t in members if _is_float(t))
 
         def edge_amax(consumer, index: int) -> float:
             tensor = consumer.inputs[index]
@@ -217,11 +235,13 @@ class QdqBuilder:
             for index in _data_input_indices(node.op, len(node.inputs)):
                 if (name, index) in self._weights:
                     weights.append((name, index))
-                elif not isinstance(node.inputs[index], gs.Constant):
+                elif not isinstance(node.inputs[index], gs.Constant) or node.op in SCALE_SHARING_OPS:
                     edges[(name, index)] = edge_amax(node, index)
             if node.op in WEIGHTED_OPS:
                 continue
             for out_index, output in enumerate(node.outputs):
+                if not _is_float(output):
+                    continue  # e.g. MaxPool's int64 Indices
                 for consumer in output.outputs:
                     if consumer.name in pinned:
                         continue
@@ -232,20 +252,19 @@ class QdqBuilder:
                     amax = group_amax(node) if node.op in SCALE_SHARING_OPS else amax_of(output)
                     output_qdq.append((name, out_index, amax))
 
-        if self._recipe == "trt":
-            for node in graph.nodes:
-                if node.op != "Add" or node.name in self.candidates or len(node.inputs) != 2:
-                    continue
-                for index in (0, 1):
-                    producer = producer_of(node.inputs[index])
-                    other = node.inputs[1 - index]
-                    if (
-                        producer is not None
-                        and producer.op == "Conv"
-                        and producer.name in int8
-                        and not isinstance(other, gs.Constant)
-                    ):
-                        edges[(node.name, 1 - index)] = amax_of(other)
+        for node in graph.nodes:  # residual Add rule (an Add that is a candidate decides for itself)
+            if node.op != "Add" or node.name in self.candidates or len(node.inputs) != 2:
+                continue
+            for index in (0, 1):
+                producer = producer_of(node.inputs[index])
+                other = node.inputs[1 - index]
+                if (
+                    producer is not None
+                    and producer.op == "Conv"
+                    and producer.name in int8
+                    and not isinstance(other, gs.Constant)
+                ):
+                    edges[(node.name, 1 - index)] = amax_of(other)
 
         for name, out_index, amax in output_qdq:
             node = nodes[name]

@@ -2,10 +2,10 @@
 
 1. Baselines: all-INT8 (passes -> empty plan) and all-FP32 (fails -> the tolerance is unattainable).
 2. Bisection over the ranking for the shortest passing prefix.
-3. Pruning: try returning each pinned layer to INT8, least sensitive first, keeping it INT8 when the plan
-   still passes.
-4. Proof of 1-minimality: for every pinned layer L there is an evaluated, failing plan equal to the final
-   plan minus L. Missing proofs are evaluated; a proof that unexpectedly passes prunes L and repeats.
+3. Pruning passes: try returning each pinned layer to INT8, least sensitive first, keeping it INT8 when the
+   plan still passes. A pass that returned a layer makes earlier proofs stale, so passes repeat (skipping
+   layers whose proof is current) until every pinned layer L has an evaluated, failing plan equal to the
+   final plan minus L: the proof of 1-minimality.
 """
 
 from __future__ import annotations
@@ -56,31 +56,19 @@ def minimal_plan_search(ranking: Sequence[str]) -> Strategy[MinimalPlan]:
     evidence: dict[str, Outcome] = {}
     if passing == 1:
         evidence[current[0]] = all_int8
-    else:
-        for name in reversed(ranking[:passing]):
-            (outcome,) = yield [frozenset(current) - {name}]
+    while True:  # pruning passes, least sensitive first, until every pinned layer has a current proof
+        for name in reversed(list(current)):
+            trial = frozenset(current) - {name}
+            if name in evidence and evidence[name].fp32_layers == trial:
+                continue
+            (outcome,) = yield [trial]
             if outcome.passed:
                 current.remove(name)
+                evidence.pop(name, None)
                 best = outcome
             else:
                 evidence[name] = outcome
-
-    while True:
         plan = frozenset(current)
-        stale = [name for name in current if name not in evidence or evidence[name].fp32_layers != plan - {name}]
-        if not stale:
+        if all(evidence[name].fp32_layers == plan - {name} for name in current):
             break
-        outcomes = yield [plan - {name} for name in stale]
-        returned = None
-        for name, outcome in zip(stale, outcomes):
-            if outcome.passed:
-                returned = (name, outcome)  # the least sensitive passing one goes back to INT8
-            else:
-                evidence[name] = outcome
-        if returned is None:
-            continue
-        name, outcome = returned
-        current.remove(name)
-        best = outcome
-        evidence.pop(name, None)
     return MinimalPlan("found", tuple(current), best, all_int8, all_fp32, {n: evidence[n] for n in current})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from precision_lab.backends import Backend, get_backend
+from precision_lab.backends import Backend, PlanBuild, get_backend
 from precision_lab.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, calibrate
 from precision_lab.compare import METRICS, Metric, OutputSlice, compare_outputs, get_metric, load_custom_metric
 from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DataSet, Feed, make_dataset, shapes_from_feeds
@@ -163,10 +163,12 @@ class _Evaluator:
         status, error = "ok", None
         try:
             model = self.builder.build(fp32)
-            model_bytes = model.SerializeToString()
+            plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
             seconds["qdq"] = time.perf_counter() - start
-            outputs, timings = self.backend.run(model_bytes, self.eval_feeds)
+            outputs, timings = self.backend.run(plan_build, self.eval_feeds)
             seconds["build"], seconds["infer"] = timings.build, timings.infer
+            if timings.latency_ms is not None:
+                seconds["latency_ms"] = timings.latency_ms
             compare_start = time.perf_counter()
             stats = compare_outputs(outputs, self.reference, slices=self.slices)
             parts = {part: s.values() for part, s in stats.items()}
@@ -353,6 +355,7 @@ def sweep(
     )
     reference = _reference_outputs(prepared, dataset.eval, cache_dir, dataset.eval_fingerprint)
     builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe)
+    backend_obj.setup(prepared=prepared, calib_feeds=dataset.calib, cache_dir=cache_dir)
     names = [c.name for c in candidates]
     context_key = _hash(
         prepared.prepared_sha256,

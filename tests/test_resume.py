@@ -22,8 +22,12 @@ def _sweep_args(data: Path, out: Path) -> list[str]:
 
 
 def _journal(out: Path) -> list[dict]:
+    """The journal's complete records (a line still being written by a running sweep is left out)."""
     path = out / "journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if not path.exists():
+        return []
+    complete = path.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in complete]
 
 
 def _plan(out: Path) -> dict:

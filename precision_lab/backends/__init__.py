@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from precision_lab.backends.base import Backend, RunTimings
+from precision_lab.backends.base import Backend, PlanBuild, RunTimings
 from precision_lab.backends.onnxrt import OnnxRuntimeBackend
 from precision_lab.errors import InputError
 
-__all__ = ["Backend", "RunTimings", "OnnxRuntimeBackend", "get_backend", "BACKENDS"]
+__all__ = ["Backend", "PlanBuild", "RunTimings", "OnnxRuntimeBackend", "get_backend", "BACKENDS"]
 
 BACKENDS = ("onnxrt",)
 

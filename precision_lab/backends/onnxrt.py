@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from precision_lab.backends.base import RunTimings
+from precision_lab.backends.base import PlanBuild, RunTimings
 from precision_lab.errors import EvaluationError
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -63,12 +63,16 @@ class OnnxRuntimeBackend:
         except Exception as exc:
             raise EvaluationError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0][:300]}") from exc
 
+    def setup(self, **_) -> None:
+        """Nothing to prepare: each plan's Q/DQ model is self-contained."""
+
     def run(
-        self, model: onnx.ModelProto | bytes, feeds: Sequence[dict[str, np.ndarray]]
+        self, plan: PlanBuild | onnx.ModelProto | bytes, feeds: Sequence[dict[str, np.ndarray]]
     ) -> tuple[list[dict[str, np.ndarray]], RunTimings]:
-        """Outputs of ``model`` for each feed (by output name), and the build / inference seconds."""
+        """Outputs of the plan's Q/DQ model (or of a model) for each feed, and build / inference seconds."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
+        model = plan.qdq_model if isinstance(plan, PlanBuild) else plan
         start = time.perf_counter()
         runner = OnnxrtRunner(self.session(model), name="onnxrt")
         outputs = []

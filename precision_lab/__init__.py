@@ -19,6 +19,7 @@ from precision_lab.errors import (
 from precision_lab.model import list_candidates, prepare_model
 from precision_lab.plan import apply_plan
 from precision_lab.qdq import RECIPES, QdqBuilder
+from precision_lab.report import render_report, write_report
 from precision_lab.results import Evaluation, LayerSensitivity, Plan, SweepResult, load
 from precision_lab.sweep import DEFAULT_TOLERANCES, sweep
 
@@ -28,6 +29,8 @@ __all__ = [
     "sweep",
     "load",
     "apply_plan",
+    "render_report",
+    "write_report",
     "prepare_model",
     "list_candidates",
     "QdqBuilder",

@@ -96,6 +96,11 @@ def _build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224")
     _add_common(layers)
 
+    report = sub.add_parser("report", help="re-render report.html from a sweep's output folder (no model needed)")
+    report.add_argument("out_dir", help="the --out folder of a sweep")
+    report.add_argument("--output", "-o", help="where to write the HTML (default OUT_DIR/report.html)")
+    _add_common(report)
+
     apply = sub.add_parser("apply", help="write a model with a saved plan applied as Q/DQ")
     apply.add_argument("model")
     apply.add_argument("plan", help="plan.json written by sweep")
@@ -148,7 +153,7 @@ def _print_sweep(result, top: int) -> None:
         print(f"Plan: everything INT8 (all-INT8 passes) -> {metric['name']} = {_fmt(plan.value)}")
     print(
         f"{len(result.evaluation_records)} evaluations, {result.wall_seconds:.1f} s. "
-        f"Outputs in {result.out_dir}/ (plan.json, plan.onnx, sensitivity.csv)"
+        f"Outputs in {result.out_dir}/ (plan.json, plan.onnx, sensitivity.csv, report.html)"
     )
 
 
@@ -203,6 +208,15 @@ def _cmd_layers(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from precision_lab.report import write_report
+    from precision_lab.results import load
+
+    path = write_report(load(args.out_dir), args.out_dir, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_apply(args) -> int:
     from precision_lab.plan import apply_plan
 
@@ -239,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         _configure_logging(args.verbose, args.quiet)
-        return {"sweep": _cmd_sweep, "layers": _cmd_layers, "apply": _cmd_apply}[args.command](args)
+        commands = {"sweep": _cmd_sweep, "layers": _cmd_layers, "report": _cmd_report, "apply": _cmd_apply}
+        return commands[args.command](args)
     except PrecisionLabError as exc:
         if verbose:
             raise

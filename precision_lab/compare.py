@@ -37,6 +37,8 @@ __all__ = [
     "get_metric",
     "load_custom_metric",
     "compare_outputs",
+    "Comparison",
+    "ChannelStats",
     "worst_value",
 ]
 
@@ -247,21 +249,60 @@ class ErrorStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class _PartStats:
-    """What the compare function returns per output: statistics of each part. Truthy for Polygraphy."""
+MAX_CHANNELS = 256  # outputs with more channels on axis 1 get no per-channel breakdown
 
-    def __init__(self, parts: dict[str, ErrorStats]) -> None:
+
+@dataclass
+class ChannelStats:
+    """Per-channel (axis 1) sums of squared error and squared reference, for outputs of rank >= 2."""
+
+    sum_sq_err: np.ndarray
+    sum_sq_ref: np.ndarray
+    count: int  # elements per channel
+
+    @classmethod
+    def of(cls, y: np.ndarray, r: np.ndarray) -> ChannelStats | None:
+        if y.ndim < 2 or not 2 <= y.shape[1] <= MAX_CHANNELS:
+            return None
+        axes = tuple(i for i in range(y.ndim) if i != 1)
+        y, r = y.astype(np.float64), r.astype(np.float64)
+        return cls(np.sum((y - r) ** 2, axis=axes), np.sum(r * r, axis=axes), int(y.size // y.shape[1]))
+
+    def merge(self, other: ChannelStats) -> ChannelStats:
+        return ChannelStats(
+            self.sum_sq_err + other.sum_sq_err, self.sum_sq_ref + other.sum_sq_ref, self.count + other.count
+        )
+
+    def to_json(self) -> dict:
+        return {"sum_sq_err": self.sum_sq_err.tolist(), "sum_sq_ref": self.sum_sq_ref.tolist(), "count": self.count}
+
+
+@dataclass
+class Comparison:
+    """Statistics of one evaluation: per judged part, per whole output, and per channel of each output."""
+
+    parts: dict[str, ErrorStats]
+    outputs: dict[str, ErrorStats]
+    channels: dict[str, ChannelStats]
+
+
+class _OutputStats:
+    """What the compare function returns per output. Truthy for Polygraphy."""
+
+    def __init__(self, parts: dict[str, ErrorStats], whole: ErrorStats, channels: ChannelStats | None) -> None:
         self.parts = parts
+        self.whole = whole
+        self.channels = channels
 
     def __bool__(self) -> bool:
         return True
 
 
-def _part_stats(name: str, y: np.ndarray, r: np.ndarray, slices: Sequence[OutputSlice]) -> dict[str, ErrorStats]:
+def _output_stats(name: str, y: np.ndarray, r: np.ndarray, slices: Sequence[OutputSlice]) -> _OutputStats:
+    whole = ErrorStats.of(y, r)
     own = [s for s in slices if s.output == name]
-    if not own:
-        return {name: ErrorStats.of(y, r)}
-    return {s.label: ErrorStats.of(s.take(y), s.take(r)) for s in own}
+    parts = {s.label: ErrorStats.of(s.take(y), s.take(r)) for s in own} if own else {name: whole}
+    return _OutputStats(parts, whole, ChannelStats.of(y, r))
 
 
 def _make_compare_func(slices: Sequence[OutputSlice]):
@@ -276,7 +317,7 @@ def _make_compare_func(slices: Sequence[OutputSlice]):
 
         def __call__(self, iter_result0, iter_result1):
             def match(out0_name, output0, out1_name, output1):
-                return _PartStats(_part_stats(out0_name, np.asarray(output0), np.asarray(output1), slices))
+                return _output_stats(out0_name, np.asarray(output0), np.asarray(output1), slices)
 
             return self._run_comparison(iter_result0, iter_result1, match)
 
@@ -288,8 +329,8 @@ def compare_outputs(
     reference: Sequence[Mapping[str, np.ndarray]],
     *,
     slices: Sequence[OutputSlice] = (),
-) -> dict[str, ErrorStats]:
-    """Statistics per part over all iterations, outputs paired by name through Polygraphy's comparator."""
+) -> Comparison:
+    """Statistics over all iterations, outputs paired by name through Polygraphy's comparator."""
     from polygraphy.comparator import Comparator, RunResults
     from polygraphy.comparator.struct import IterationResult
 
@@ -311,12 +352,19 @@ def compare_outputs(
     )
     accuracy = Comparator.compare_accuracy(run_results, compare_func=_make_compare_func(slices))
     result = accuracy[0]  # one AccuracyResult per compare function
-    totals: dict[str, ErrorStats] = {}
+    total = Comparison({}, {}, {})
+
+    def add(table: dict, key: str, stats) -> None:
+        table[key] = table[key].merge(stats) if key in table else stats
+
     for per_iteration in result[("candidate", "reference")]:
-        for part_stats in per_iteration.values():
-            for part, stats in part_stats.parts.items():
-                totals[part] = totals[part].merge(stats) if part in totals else stats
-    return totals
+        for name, output_stats in per_iteration.items():
+            for part, stats in output_stats.parts.items():
+                add(total.parts, part, stats)
+            add(total.outputs, name, output_stats.whole)
+            if output_stats.channels is not None:
+                add(total.channels, name, output_stats.channels)
+    return total
 
 
 def worst_value(part_values: Mapping[str, Mapping[str, float]], metric: Metric) -> tuple[float, str]:

@@ -40,7 +40,9 @@ def _from_text(value):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluated plan: FP32 layers, every built-in metric per output part, and where time went.
+    """One evaluated plan: FP32 layers, every built-in metric per judged part (``parts``) and per whole output
+    (``outputs``), per-channel error sums (``channels``: axis 1, ``sum_sq_err``/``sum_sq_ref``), and where
+    time went.
 
     ``status`` is ``"ok"`` or ``"failed"`` (``error`` says why; its value is NaN).
     """
@@ -50,6 +52,8 @@ class Evaluation:
     phase: str
     status: str
     parts: dict[str, dict[str, float]]
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)
+    channels: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     custom: float | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -81,6 +85,8 @@ class Evaluation:
             phase=data["phase"],
             status=data["status"],
             parts=data.get("parts", {}),
+            outputs=data.get("outputs", {}),
+            channels=data.get("channels", {}),
             custom=data.get("custom"),
             error=data.get("error"),
             seconds=data.get("seconds", {}),
@@ -169,6 +175,51 @@ class SweepResult:
                 }
             )
         return pd.DataFrame(rows)
+
+    def record(self, key: str) -> Evaluation | None:
+        """The evaluation with journal ``key``, or ``None``."""
+        return next((r for r in self.evaluation_records if r.key == key), None)
+
+    def record_of(self, fp32_layers) -> Evaluation | None:
+        """The evaluation of the plan whose FP32 layers are ``fp32_layers``, or ``None``."""
+        wanted = set(fp32_layers)
+        return next((r for r in self.evaluation_records if set(r.fp32_layers) == wanted), None)
+
+    @property
+    def all_int8_record(self) -> Evaluation | None:
+        return self.record_of(())
+
+    @property
+    def all_fp32_record(self) -> Evaluation | None:
+        return self.record_of([layer.name for layer in self.layer_results])
+
+    @property
+    def plan_record(self) -> Evaluation | None:
+        return self.record(self.plan.key)
+
+    def plot_sensitivity(self, *, top: int = 20):
+        """Bar chart of the most sensitive layers (matplotlib Figure)."""
+        from precision_lab.report.plots import plot_sensitivity
+
+        return plot_sensitivity(self, top=top)
+
+    def plot_tradeoff(self):
+        """Metric value against the number of FP32 layers for every evaluated plan (matplotlib Figure)."""
+        from precision_lab.report.plots import plot_tradeoff
+
+        return plot_tradeoff(self)
+
+    def plot_output_channels(self, output: str | None = None):
+        """Per-channel error of an output for all-INT8 and the plan (matplotlib Figure)."""
+        from precision_lab.report.plots import plot_output_channels
+
+        return plot_output_channels(self, output)
+
+    def plot_positions(self):
+        """Sensitivity against position in the graph (matplotlib Figure)."""
+        from precision_lab.report.plots import plot_positions
+
+        return plot_positions(self)
 
     def to_json(self) -> dict:
         data = asdict(self)

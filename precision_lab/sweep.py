@@ -38,6 +38,7 @@ from precision_lab.model import (
 )
 from precision_lab.plan import plan_document
 from precision_lab.qdq import RECIPES, QdqBuilder, resolve_op_types, tensors_to_calibrate
+from precision_lab.report import write_report
 from precision_lab.results import RESULT_NAME, Evaluation, LayerSensitivity, Plan, SweepResult
 from precision_lab.search import MinimalPlan, Outcome, drive, minimal_plan_search, rank_layers, sensitivity_plans
 from precision_lab.search.sensitivity import SENSITIVITY_MODES
@@ -159,6 +160,8 @@ class _Evaluator:
         fp32 = tuple(sorted(plan, key=lambda n: self.order[n]))
         seconds: dict[str, float] = {}
         parts: dict[str, dict[str, float]] = {}
+        whole_outputs: dict[str, dict[str, float]] = {}
+        channels: dict[str, dict] = {}
         custom_value = None
         status, error = "ok", None
         try:
@@ -170,8 +173,10 @@ class _Evaluator:
             if timings.latency_ms is not None:
                 seconds["latency_ms"] = timings.latency_ms
             compare_start = time.perf_counter()
-            stats = compare_outputs(outputs, self.reference, slices=self.slices)
-            parts = {part: s.values() for part, s in stats.items()}
+            comparison = compare_outputs(outputs, self.reference, slices=self.slices)
+            parts = {part: s.values() for part, s in comparison.parts.items()}
+            whole_outputs = {name: s.values() for name, s in comparison.outputs.items()}
+            channels = {name: c.to_json() for name, c in comparison.channels.items()}
             if self.custom is not None:
                 joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
                 joined_ref = {name: np.concatenate([r[name] for r in self.reference]) for name in self.reference[0]}
@@ -187,6 +192,8 @@ class _Evaluator:
             phase=phase,
             status=status,
             parts=parts,
+            outputs=whole_outputs,
+            channels=channels,
             custom=custom_value,
             error=error,
             seconds=seconds,
@@ -474,4 +481,5 @@ def _write_outputs(result: SweepResult, builder: QdqBuilder, out: Path, *, evalu
     write_text_atomic(out / "plan.json", json.dumps(plan_document(result, out / "plan.onnx"), indent=2) + "\n")
     write_text_atomic(out / "sensitivity.csv", result.layers.to_csv(index=False))
     write_text_atomic(out / RESULT_NAME, json.dumps(result.to_json(), indent=1) + "\n")
+    write_report(result, out)
     log.info("wrote %s (%d evaluations this run, %d in total)", out, evaluations_run, len(result.evaluation_records))

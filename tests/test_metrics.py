@@ -38,7 +38,7 @@ def _direct(outputs, reference, name):
 
 def test_every_metric_matches_its_definition():
     outputs, reference = _iterations()
-    stats = compare_outputs(outputs, reference)
+    stats = compare_outputs(outputs, reference).parts
     assert set(stats) == {"a", "b"}
     for name in ("a", "b"):
         expected = _direct(outputs, reference, name)
@@ -50,8 +50,8 @@ def test_every_metric_matches_its_definition():
 def test_outputs_are_paired_by_name_not_position():
     outputs, reference = _iterations()
     swapped = [dict(reversed(list(o.items()))) for o in outputs]  # same arrays, other order
-    a = compare_outputs(outputs, reference)
-    b = compare_outputs(swapped, reference)
+    a = compare_outputs(outputs, reference).parts
+    b = compare_outputs(swapped, reference).parts
     assert {k: v.values() for k, v in a.items()} == {k: v.values() for k, v in b.items()}
 
 
@@ -61,10 +61,13 @@ def test_output_slices_are_judged_separately_and_the_worst_decides():
     broken = reference[0]["out"].copy()
     broken[:, 4:] = 0  # scores lost, boxes intact
     outputs = [{"out": broken}]
-    whole = compare_outputs(outputs, reference)["out"].values()
+    whole = compare_outputs(outputs, reference).parts["out"].values()
     assert whole["cosine"] > 0.99  # the aggregate looks fine...
-    parts = compare_outputs(outputs, reference, slices=[OutputSlice.parse("out:1:0:4"), OutputSlice.parse("out:1:4:22")])
-    values = {part: s.values() for part, s in parts.items()}
+    comparison = compare_outputs(outputs, reference, slices=[OutputSlice.parse("out:1:0:4"), OutputSlice.parse("out:1:4:22")])
+    values = {part: s.values() for part, s in comparison.parts.items()}
+    assert comparison.outputs["out"].values()["cosine"] == pytest.approx(whole["cosine"])  # whole output kept
+    channel_rel = np.sqrt(comparison.channels["out"].sum_sq_err / comparison.channels["out"].sum_sq_ref)
+    assert np.allclose(channel_rel[:4], 0) and np.allclose(channel_rel[4:], 1)
     assert values["out[axis 1: 0:4]"]["rel-l2"] == 0
     assert values["out[axis 1: 4:22]"]["rel-l2"] == pytest.approx(1.0)  # ...the scores are gone
     assert worst_value(values, METRICS["rel-l2"]) == (pytest.approx(1.0), "out[axis 1: 4:22]")

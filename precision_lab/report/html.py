@@ -1,0 +1,322 @@
+"""``report.html``: one self-contained page rendered from a saved :class:`SweepResult`.
+
+No network access of any kind: charts are inline SVG images (data URIs), styles and the small table script are
+inline. Every string that comes from the model (node names, op types, output names, paths) goes through
+:func:`html.escape`; charts are ``<img>`` elements, so nothing in them can run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import shlex
+from datetime import datetime, timezone
+from pathlib import Path
+
+from precision_lab.report.channels import COLLAPSE_REL_L2, FINE_COSINE, channel_groups, collapses
+from precision_lab.report.plots import (
+    plot_output_channels,
+    plot_positions,
+    plot_sensitivity,
+    plot_tradeoff,
+    sensitivity_column,
+)
+from precision_lab.results import Evaluation, SweepResult
+
+__all__ = ["render_report", "write_report", "REPORT_NAME"]
+
+REPORT_NAME = "report.html"
+_METRICS = ("rel-l2", "max-abs", "mean-abs", "cosine", "sqnr", "top1")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isnan(value):
+        return "failed"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _figure_img(fig, alt: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img class="chart" alt="{_e(alt)}" src="data:image/svg+xml;base64,{data}">'
+
+
+def _row(cells, header: bool = False) -> str:
+    tag = "th" if header else "td"
+    return "<tr>" + "".join(f"<{tag}>{cell}</{tag}>" for cell in cells) + "</tr>"
+
+
+def _summary(result: SweepResult) -> str:
+    model, metric, data = result.model, result.metric, result.data
+    evaluated_seconds = sum(r.seconds.get("total", 0.0) for r in result.evaluation_records)
+    rows = [
+        ("Model", f"{_e(model['name'])} <span class=muted>({_e(model['path'])})</span>"),
+        ("sha256", f"<code>{_e(model['sha256'])}</code>"),
+        ("Candidates", f"{_e(model.get('candidates', len(result.layer_results)))} layers, recipe <b>{_e(result.recipe)}</b>"),
+        ("Backend", _e(result.backend)),
+        (
+            "Data",
+            f"{_e(data['source'])}: {_e(data['calib_samples'])} calibration / {_e(data['eval_samples'])} evaluation samples"
+            + (" <b class=warn-text>(synthetic)</b>" if data.get("synthetic") else ""),
+        ),
+        ("Calibration", f"{_e(result.calibration['method'])} on {_e(result.calibration['samples'])} samples"),
+        (
+            "Metric",
+            f"{_e(metric['name'])} ({_e(metric['direction'])} is better), tolerance <b>{_e(_num(float(metric['tolerance'])))}</b>"
+            + (f"; judged on {_e(', '.join(result.output_slices))}" if result.output_slices else ""),
+        ),
+        ("All INT8", _e(_num(result.baselines.get("all_int8")))),
+        ("All FP32", _e(_num(result.baselines.get("all_fp32")))),
+        ("Plan", f"<b>{_e(_num(result.plan.value))}</b> with {len(result.plan.fp32_layers)} FP32 layers"),
+        ("Evaluations", f"{len(result.evaluation_records)} ({evaluated_seconds:.1f} s evaluating)"),
+        ("Wall time", f"{result.wall_seconds:.1f} s (last run)"),
+    ]
+    return "<table class=kv>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _warnings(result: SweepResult) -> str:
+    notes = []
+    if result.data.get("synthetic"):
+        notes.append(
+            "This sweep ran on <b>synthetic random inputs</b>. Layer sensitivity on random data can differ a lot "
+            "from real data: re-run with <code>--data</code> for a plan you can trust."
+        )
+    if result.status == "all-int8-passes":
+        notes.append("All-INT8 already meets the tolerance: the plan is empty.")
+    for label, record in (("all INT8", result.all_int8_record), ("the plan", result.plan_record)):
+        for group, cosine in collapses(record) if record else []:
+            notes.append(
+                f"Channel collapse in <b>{label}</b>: output <code>{_e(group.output)}</code> channels "
+                f"<b>{_e(group.label)}</b> (FP32 RMS {_num(group.rms_low)}–{_num(group.rms_high)}) have rel-l2 "
+                f"<b>{_num(group.rel_l2)}</b> while the whole output's cosine is {_num(cosine)}. The aggregate looks "
+                "fine, but this channel group is lost: judge it with <code>--output-slice "
+                f"{_e(group.output)}:1:{min(group.channels)}:{max(group.channels) + 1}</code>."
+            )
+    return "".join(f'<div class="warning">⚠ {note}</div>' for note in notes)
+
+
+def _plan_section(result: SweepResult, out_dir: Path | None) -> str:
+    plan = result.plan
+    layers = {layer.name: layer for layer in result.layer_results}
+    column = sensitivity_column(result)
+    rows = [_row(["FP32 layer", "op", "rank", column.replace("_", "-"), "why it is needed"], header=True)]
+    for name in plan.fp32_layers:
+        layer = layers[name]
+        evidence = plan.evidence.get(name, {})
+        why = (
+            f"returning it to INT8 gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value')))}</b> "
+            f"(fails {_e(_num(float(result.metric['tolerance'])))}); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
+            if evidence
+            else "–"
+        )
+        rows.append(_row([f"<code>{_e(name)}</code>", _e(layer.op_type), layer.rank + 1, _e(_num(getattr(layer, column))), why]))
+    table = "<table>" + "".join(rows) + "</table>" if plan.fp32_layers else "<p>No layer needs FP32: all-INT8 passes.</p>"
+    plan_onnx = str((out_dir / "plan.onnx") if out_dir else Path(result.out_dir) / "plan.onnx")
+    quoted = shlex.quote(plan_onnx)
+    engine = shlex.quote(str(Path(plan_onnx).with_suffix(".engine")))
+    commands = [
+        ("TensorRT (≥ 10, explicit quantization)", f"trtexec --onnx={quoted} --stronglyTyped --saveEngine={engine}"),
+        ("Polygraphy", f"polygraphy convert {quoted} --strongly-typed -o {engine}"),
+        ("Compare TensorRT with ONNX Runtime", f"polygraphy run {quoted} --trt --strongly-typed --onnxrt"),
+        (
+            "ONNX Runtime (Python)",
+            "import onnxruntime as ort\noptions = ort.SessionOptions()\n"
+            "options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact Q/DQ arithmetic\n"
+            f"session = ort.InferenceSession({plan_onnx!r}, options)",
+        ),
+    ]
+    build = "".join(f"<h4>{_e(title)}</h4><pre>{_e(command)}</pre>" for title, command in commands)
+    return (
+        f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
+        f"run INT8. Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value))}</b> "
+        f"({'passes' if plan.passed else 'FAILS'} tolerance {_e(_num(float(result.metric['tolerance'])))}). Each "
+        "FP32 layer is needed: returning any one of them to INT8 was evaluated and fails.</p>"
+        + table
+        + f"<h3>How to build it</h3><p>The plan is applied as Q/DQ in <code>{_e(plan_onnx)}</code>.</p>"
+        + build
+    )
+
+
+def _output_metrics(result: SweepResult) -> str:
+    rows = [_row(["evaluation", "output / part", *_METRICS], header=True)]
+    picks: list[tuple[str, Evaluation | None]] = [
+        ("all INT8", result.all_int8_record),
+        ("plan", result.plan_record),
+        ("all FP32", result.all_fp32_record),
+    ]
+    for label, record in picks:
+        if record is None:
+            continue
+        shown = dict(record.outputs)
+        for part, values in record.parts.items():
+            shown.setdefault(part, values)
+        for part, values in shown.items():
+            rows.append(_row([_e(label), f"<code>{_e(part)}</code>", *(_e(_num(values.get(m))) for m in _METRICS)]))
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _channel_section(result: SweepResult) -> str:
+    record = result.all_int8_record
+    if record is None:
+        return ""
+    parts = []
+    for output in result.model.get("outputs", []):
+        groups = channel_groups(record, output)
+        if not groups:
+            continue
+        plan_groups = {g.channels: g for g in channel_groups(result.plan_record, output)} if result.plan_record else {}
+        rows = [_row(["channels", "FP32 RMS", "rel-l2 all INT8", "rel-l2 plan"], header=True)]
+        for group in groups:
+            plan_group = plan_groups.get(group.channels)
+            collapsed = group.rel_l2 >= COLLAPSE_REL_L2
+            rows.append(
+                _row(
+                    [
+                        _e(group.label),
+                        f"{_num(group.rms_low)}–{_num(group.rms_high)}",
+                        f"<b class=warn-text>{_num(group.rel_l2)}</b>" if collapsed else _num(group.rel_l2),
+                        _num(plan_group.rel_l2) if plan_group else "–",
+                    ]
+                )
+            )
+        parts.append(
+            f"<h3>Output <code>{_e(output)}</code></h3><p>Its channels (axis 1) differ in scale by orders of magnitude, "
+            f"so whole-output metrics are dominated by the large ones. A group counts as collapsed at rel-l2 ≥ "
+            f"{COLLAPSE_REL_L2} (a whole output ‘looks fine’ at cosine ≥ {FINE_COSINE}).</p>"
+            + "<table>" + "".join(rows) + "</table>"
+            + _figure_img(plot_output_channels(result, output), f"per-channel error of {output}")
+        )
+    return "".join(parts) or "<p>No output has channels that differ in scale by two orders of magnitude or more.</p>"
+
+
+def _layer_table(result: SweepResult) -> str:
+    head = ["rank", "layer", "op", "index", "isolate", "leave-one-out", "plan"]
+    header = "<tr>" + "".join(f'<th data-col="{i}">{name} ⇅</th>' for i, name in enumerate(head)) + "</tr>"
+    rows = []
+    for layer in result.layer_results:
+        fp32 = layer.name in result.plan.fp32_layers
+        cells = [
+            (layer.rank + 1, layer.rank),
+            (f"<code>{_e(layer.name)}</code>", _e(layer.name)),
+            (_e(layer.op_type), _e(layer.op_type)),
+            (layer.index, layer.index),
+            (_e(_num(layer.isolate)), "" if layer.isolate is None else layer.isolate),
+            (_e(_num(layer.leave_one_out)), "" if layer.leave_one_out is None else layer.leave_one_out),
+            ("<b>FP32</b>" if fp32 else "INT8", "FP32" if fp32 else "INT8"),
+        ]
+        rows.append(
+            ("<tr class=fp32>" if fp32 else "<tr>")
+            + "".join(f'<td data-v="{_e(key)}">{shown}</td>' for shown, key in cells)
+            + "</tr>"
+        )
+    return (
+        '<input id="filter" type="search" placeholder="filter layers by name or op type…" aria-label="filter layers">'
+        f'<table id="layers"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+    )
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2329;background:#f6f7f9}
+main{max-width:1080px;margin:0 auto;padding:24px}
+h1{font-size:1.6em;margin:0 0 4px}h2{margin:10px 0 8px;border-bottom:2px solid #dde1e6;padding-bottom:4px}
+section{background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:8px 20px 16px;margin-top:18px}
+.headline{display:flex;gap:14px;flex-wrap:wrap;margin:16px 0}
+.card{background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:12px 16px;min-width:160px}
+.card .big{font-size:1.7em;font-weight:600}.card .label{color:#5b6570;font-size:.85em}
+.ok{color:#1a7f37}.bad{color:#c62828}.muted{color:#6b7580}.warn-text{color:#b35c00}
+.warning{background:#fff4e0;border:1px solid #f0b955;border-radius:6px;padding:10px 14px;margin:10px 0}
+table{border-collapse:collapse;width:100%;font-size:.9em;margin:8px 0}
+th,td{border-bottom:1px solid #e6e8eb;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#f1f3f5;cursor:default}#layers th{cursor:pointer;user-select:none}
+table.kv th{width:160px;background:none;color:#5b6570;font-weight:500}
+tr.fp32 td{background:#fdecea}code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;word-break:break-all}
+pre{background:#1e2329;color:#e8eaed;padding:10px 12px;border-radius:6px;overflow-x:auto;font-size:.85em}
+img.chart{max-width:100%;display:block;margin:10px 0}
+#filter{width:100%;padding:7px 10px;margin:8px 0;border:1px solid #c9ced4;border-radius:6px;font-size:.95em}
+"""
+
+_SCRIPT = """
+(function(){
+  var table=document.getElementById('layers');if(!table)return;
+  var body=table.tBodies[0],dir={};
+  table.querySelectorAll('th[data-col]').forEach(function(th){
+    th.addEventListener('click',function(){
+      var col=+th.dataset.col,rows=Array.prototype.slice.call(body.rows);dir[col]=-(dir[col]||-1);
+      rows.sort(function(a,b){
+        var x=a.cells[col].dataset.v,y=b.cells[col].dataset.v,nx=parseFloat(x),ny=parseFloat(y);
+        var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return c*dir[col];});
+      rows.forEach(function(r){body.appendChild(r);});});});
+  document.getElementById('filter').addEventListener('input',function(ev){
+    var q=ev.target.value.toLowerCase();
+    Array.prototype.forEach.call(body.rows,function(r){
+      r.style.display=(r.cells[1].textContent+' '+r.cells[2].textContent).toLowerCase().indexOf(q)<0?'none':'';});});
+})();
+"""
+
+
+def render_report(result: SweepResult, *, out_dir: str | os.PathLike | None = None) -> str:
+    """The HTML text of the report of ``result`` (``out_dir``: where ``plan.onnx`` lives, for build commands)."""
+    from precision_lab import __version__
+
+    out_path = Path(out_dir) if out_dir is not None else None
+    plan, metric = result.plan, result.metric
+    passed_class = "ok" if plan.passed else "bad"
+    int8_class = "ok" if result.status == "all-int8-passes" else "bad"
+    headline = (
+        '<div class="headline">'
+        f'<div class="card"><div class="label">keep in FP32</div><div class="big">{len(plan.fp32_layers)} '
+        f'<span class=muted>/ {len(result.layer_results)}</span></div><div class="label">layers</div></div>'
+        f'<div class="card"><div class="label">plan {_e(metric["name"])}</div><div class="big {passed_class}">'
+        f'{_e(_num(plan.value))}</div><div class="label">tolerance {_e(_num(float(metric["tolerance"])))}</div></div>'
+        f'<div class="card"><div class="label">all INT8</div><div class="big {int8_class}">{_e(_num(result.baselines.get("all_int8")))}</div>'
+        f'<div class="label">all FP32 {_e(_num(result.baselines.get("all_fp32")))}</div></div>'
+        f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.evaluation_records)}</div>'
+        f'<div class="label">backend {_e(result.backend)}</div></div></div>'
+    )
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = (
+        f"<h1>INT8 sensitivity: {_e(result.model['name'])}</h1>"
+        f"<div class=muted>precision-lab {_e(__version__)} · {_e(generated)}</div>"
+        + headline
+        + _warnings(result)
+        + "<section><h2>The plan</h2>" + _plan_section(result, out_path) + "</section>"
+        + "<section><h2>Summary</h2>" + _summary(result) + "</section>"
+        + "<section><h2>Sensitivity ranking</h2>"
+        + _figure_img(plot_sensitivity(result), "sensitivity ranking")
+        + _figure_img(plot_positions(result), "sensitivity by position in the graph")
+        + "</section>"
+        + "<section><h2>Trade-off: error vs FP32 layers</h2>"
+        + _figure_img(plot_tradeoff(result), "metric against number of FP32 layers")
+        + "</section>"
+        + "<section><h2>Per-output metrics</h2>" + _output_metrics(result) + "</section>"
+        + "<section><h2>Per-channel breakdown</h2>" + _channel_section(result) + "</section>"
+        + "<section><h2>All layers</h2>" + _layer_table(result) + "</section>"
+    )
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+        f"<meta name=viewport content=\"width=device-width,initial-scale=1\"><title>precision-lab: {_e(result.model['name'])}</title>"
+        f"<style>{_STYLE}</style></head><body><main>{body}</main><script>{_SCRIPT}</script></body></html>"
+    )
+
+
+def write_report(result: SweepResult, out_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Write ``report.html`` of ``result`` into ``out_dir`` (or to ``path``), atomically. Returns the path."""
+    from precision_lab.io import write_text_atomic
+
+    target = Path(path) if path is not None else Path(out_dir) / REPORT_NAME
+    write_text_atomic(target, render_report(result, out_dir=out_dir))
+    return target

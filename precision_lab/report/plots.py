@@ -1,0 +1,143 @@
+"""Plots of a saved sweep: each takes a :class:`~precision_lab.results.SweepResult` and returns a matplotlib
+``Figure`` (no global pyplot state, so they work in notebooks, scripts and the HTML report alike)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from precision_lab.report.channels import channel_groups
+from precision_lab.results import SweepResult
+
+__all__ = ["plot_sensitivity", "plot_tradeoff", "plot_output_channels", "plot_positions", "sensitivity_column"]
+
+_FP32 = "#d62728"
+_INT8 = "#1f77b4"
+_PASS = "#2ca02c"
+
+
+def sensitivity_column(result: SweepResult) -> str:
+    """The measured sensitivity column to show: ``isolate`` when measured, else ``leave_one_out``."""
+    return "isolate" if result.layers["isolate"].notna().any() else "leave_one_out"
+
+
+def _use_log(values, metric_lower_better: bool) -> bool:
+    positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    return metric_lower_better and len(positive) >= 2 and max(positive) / min(positive) >= 100
+
+
+def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
+    """Horizontal bars of the ``top`` most sensitive layers (FP32 plan layers in red), log scale when the
+    values span two decades or more; the tolerance as a dashed line."""
+    column = sensitivity_column(result)
+    layers = result.layers.head(top)
+    metric = result.metric
+    values = [float(v) if v == v else math.nan for v in layers[column]]
+    fig = Figure(figsize=(8, max(2.5, 0.32 * len(layers) + 1.2)), layout="constrained")
+    ax = fig.add_subplot()
+    positions = np.arange(len(layers))[::-1]
+    colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
+    ax.barh(positions, [v if math.isfinite(v) else 0 for v in values], color=colors)
+    ax.set_yticks(positions, [f"{name} ({op})" for name, op in zip(layers["name"], layers["op_type"])], fontsize=8)
+    lower = metric["direction"] == "lower"
+    if _use_log(values, lower):
+        ax.set_xscale("log")
+    if column == "isolate":
+        ax.axvline(metric["tolerance"], color="k", linestyle="--", linewidth=1, label=f"tolerance {metric['tolerance']:g}")
+        ax.legend(loc="lower right", fontsize=8)
+    kind = "only this layer INT8" if column == "isolate" else "all INT8 but this layer"
+    ax.set_xlabel(f"{metric['name']} with {kind}")
+    ax.set_title(f"Layer sensitivity (top {len(layers)} of {len(result.layer_results)}; red = kept FP32)", fontsize=10)
+    return fig
+
+
+def plot_tradeoff(result: SweepResult) -> Figure:
+    """Metric value against the number of FP32 layers for every evaluated plan of the baselines and the search,
+    the tolerance line, and the chosen plan marked."""
+    frame = result.evaluations
+    frame = frame[~frame["phase"].str.startswith("sensitivity") & frame["value"].notna()]
+    metric = result.metric
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    values = frame["value"].astype(float)
+    log = _use_log(list(values) + [metric["tolerance"]], metric["direction"] == "lower")
+    ylabel = metric["name"]
+    if log:  # zeros (e.g. all FP32) cannot sit on a log axis: draw them on a floor and say so
+        positive = values[values > 0]
+        floor = float(positive.min()) / 3 if len(positive) else 1e-6
+        if (values <= 0).any():
+            ylabel += f" (0 drawn at {floor:.1g})"
+        values = values.clip(lower=floor)
+    passed = frame["passed"].astype(bool)
+    ax.scatter(frame["num_fp32"][~passed], values[~passed], color=_FP32, label="fails", zorder=3)
+    ax.scatter(frame["num_fp32"][passed], values[passed], color=_PASS, label="passes", zorder=3)
+    plan = result.plan
+    if math.isfinite(plan.value):
+        plan_y = max(plan.value, floor) if log else plan.value
+        ax.scatter([len(plan.fp32_layers)], [plan_y], marker="*", s=260, color="gold", edgecolor="k",
+                   zorder=4, label=f"plan: {len(plan.fp32_layers)} FP32 layers")
+    ax.axhline(metric["tolerance"], color="k", linestyle="--", linewidth=1, label=f"tolerance {metric['tolerance']:g}")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("number of FP32 layers")
+    ax.set_ylabel(ylabel)
+    ax.set_title("Accuracy bought back by FP32 layers (every evaluated plan)", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_output_channels(result: SweepResult, output: str | None = None) -> Figure:
+    """Per-channel rel-l2 of ``output`` (default: the first output with per-channel data) for all-INT8 and the
+    plan, over the channels' FP32 RMS on a log axis, with channel groups by scale."""
+    records = {"all INT8": result.all_int8_record, "plan": result.plan_record}
+    available = [name for name in result.model.get("outputs", []) if name in (result.all_int8_record.channels if result.all_int8_record else {})]
+    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    output = output or (available[0] if available else None)
+    if output is None or result.all_int8_record is None:
+        ax.text(0.5, 0.5, "no per-channel data (outputs need rank >= 2 and 2..256 channels on axis 1)",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    width = 0.4
+    for offset, (label, record) in zip((-width / 2, width / 2), records.items()):
+        if record is None or output not in record.channels:
+            continue
+        stats = record.channels[output]
+        err, ref = np.asarray(stats["sum_sq_err"]), np.asarray(stats["sum_sq_ref"])
+        rel = np.sqrt(np.divide(err, ref, out=np.zeros_like(err), where=ref > 0))
+        ax.bar(np.arange(rel.size) + offset, rel, width, label=f"{label}", color=_FP32 if label == "all INT8" else _PASS)
+    stats = result.all_int8_record.channels[output]
+    rms = np.sqrt(np.asarray(stats["sum_sq_ref"]) / max(stats.get("count", 1), 1))
+    ax2 = ax.twinx()
+    ax2.plot(np.arange(rms.size), rms, "k.", label="FP32 RMS")
+    if rms[rms > 0].size and rms.max() / max(rms[rms > 0].min(), 1e-30) >= 10:
+        ax2.set_yscale("log")
+    ax2.set_ylabel("FP32 RMS of the channel")
+    for group in channel_groups(result.all_int8_record, output)[1:]:
+        ax.axvline(min(group.channels) - 0.5, color="0.5", linestyle=":", linewidth=1)
+    ax.set_xlabel(f"channel of '{output}' (axis 1)")
+    ax.set_ylabel("rel-l2 of the channel")
+    ax.set_title(f"Per-channel error of '{output}'", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def plot_positions(result: SweepResult) -> Figure:
+    """Sensitivity against layer position in the graph (topological index); FP32 plan layers in red."""
+    column = sensitivity_column(result)
+    layers = result.layers.sort_values("index")
+    values = [float(v) if v == v else math.nan for v in layers[column]]
+    fig = Figure(figsize=(8, 2.8), layout="constrained")
+    ax = fig.add_subplot()
+    colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
+    ax.scatter(layers["index"], [v if math.isfinite(v) else 0 for v in values], c=colors, s=18)
+    ax.vlines(layers["index"], 0, [v if math.isfinite(v) else 0 for v in values], colors=colors, linewidth=0.6)
+    if _use_log(values, result.metric["direction"] == "lower"):
+        ax.set_yscale("log")
+    ax.set_xlabel("position in the graph (node index, topological order)")
+    ax.set_ylabel(f"{result.metric['name']} ({column.replace('_', '-')})")
+    ax.set_title("Where the sensitive layers sit (red = kept FP32)", fontsize=10)
+    return fig

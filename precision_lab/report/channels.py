@@ -3,7 +3,8 @@
 A detector's output can mix pixel boxes (hundreds) with class scores (0..1) in one tensor. Whole-tensor metrics
 are then dominated by the large channels: YOLOv8n in INT8 keeps a whole-output cosine near 1 while every score
 is zero. Channels are grouped by the decade of their FP32 RMS; a group whose own rel-l2 is large while the
-whole output looks fine is a *collapse*.
+whole output looks fine is a *collapse*. Groups: channels sorted by FP32 RMS, split wherever two neighbours differ
+by :data:`GROUP_GAP_DECADES` decades or more.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from precision_lab.results import Evaluation
 __all__ = ["ChannelGroup", "channel_groups", "collapses", "SPREAD_FOR_BREAKDOWN", "COLLAPSE_REL_L2", "FINE_COSINE"]
 
 SPREAD_FOR_BREAKDOWN = 100.0  # max/min channel RMS ratio that earns a breakdown
+GROUP_GAP_DECADES = 1.0  # channels sorted by RMS split into groups where consecutive RMS differ by 10x or more
 COLLAPSE_REL_L2 = 0.5  # a group whose rel-l2 reaches this has lost most of its signal
 FINE_COSINE = 0.99  # a whole output at or above this cosine "looks fine"
 
 
 @dataclass(frozen=True)
 class ChannelGroup:
-    """Channels of one output whose FP32 RMS lies in the same decade, and their error in one evaluation."""
+    """Channels of one output of similar FP32 RMS (no decade gap between them), and their error in one evaluation."""
 
     output: str
     channels: tuple[int, ...]
@@ -50,8 +52,8 @@ def _ranges(channels: Sequence[int]) -> str:
 
 
 def channel_groups(record: Evaluation, output: str) -> list[ChannelGroup]:
-    """Decade groups of ``output``'s channels with their rel-l2 in ``record``; empty when the channels do not
-    differ in scale by at least :data:`SPREAD_FOR_BREAKDOWN`."""
+    """Scale groups of ``output``'s channels with their rel-l2 in ``record``, largest scale first; empty when the
+    channels do not differ in scale by at least :data:`SPREAD_FOR_BREAKDOWN`."""
     stats = record.channels.get(output)
     if not stats:
         return []
@@ -61,10 +63,12 @@ def channel_groups(record: Evaluation, output: str) -> list[ChannelGroup]:
     positive = rms[rms > 0]
     if positive.size < 2 or positive.max() / positive.min() < SPREAD_FOR_BREAKDOWN:
         return []
-    decades = np.floor(np.log10(np.where(rms > 0, rms, positive.min())))
+    order = np.argsort(np.log10(np.where(rms > 0, rms, positive.min())))
+    logs = np.log10(np.where(rms > 0, rms, positive.min()))[order]
+    cuts = np.flatnonzero(np.diff(logs) >= GROUP_GAP_DECADES) + 1
     groups = []
-    for decade in sorted(set(decades.tolist()), reverse=True):
-        members = np.flatnonzero(decades == decade)
+    for members in reversed(np.split(order, cuts)):  # largest scale first
+        members = np.sort(members)
         ref_sum = ref[members].sum()
         rel = math.sqrt(err[members].sum() / ref_sum) if ref_sum > 0 else 0.0
         groups.append(

@@ -42,3 +42,14 @@ def test_yolov8n_extended_sweep_ranks_the_box_score_concat_first(tmp_path):
     assert plan["achieved"]["passed"] and plan["achieved"]["value"] <= 0.2
     assert plan["baselines"]["all_int8"] > 0.9  # every class score lost
     assert plan["output_slices"] == ["output0[axis 1: 4:22]"]
+
+    # the report warns that the class-score channels collapse under all-INT8 while the aggregate looks fine
+    import precision_lab
+    from precision_lab.report.channels import collapses
+
+    result = precision_lab.load(out)
+    found = collapses(result.all_int8_record)
+    assert [(group.output, group.channels) for group, _ in found] == [("output0", tuple(range(4, 22)))]
+    assert found[0][1] >= 0.99  # whole-output cosine: looks fine
+    report = (out / "report.html").read_text()
+    assert "Channel collapse in <b>all INT8</b>" in report and "channels <b>4-21</b>" in report

@@ -83,7 +83,23 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--sensitivity", default="isolate", choices=["isolate", "leave-one-out", "both"], help="default isolate"
     )
-    search.add_argument("--backend", default="onnxrt", choices=["onnxrt"], help="default onnxrt (ONNX Runtime)")
+    backend = sweep.add_argument_group("backend")
+    backend.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "onnxrt", "tensorrt"],
+        help="auto (default): TensorRT when a working builder and a GPU exist, else onnxrt (ONNX Runtime, CPU)",
+    )
+    backend.add_argument(
+        "--trt-mode", default="explicit", choices=["explicit", "implicit"],
+        help="TensorRT: explicit Q/DQ, strongly typed (default; the only mode of TensorRT 11) or implicit (TensorRT 10)",
+    )
+    backend.add_argument("--builder-optimization-level", type=int, default=1, help="TensorRT builder level 0-5 (default 1 during sweeps)")
+    backend.add_argument("--workspace", type=int, metavar="MIB", help="TensorRT workspace limit in MiB")
+    backend.add_argument(
+        "--trt-profile", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
+        help="TensorRT optimization profile of a dynamic input, e.g. images:1x3x320x320,1x3x640x640,1x3x640x640",
+    )
     search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
     search.add_argument("--top", type=int, default=15, help="rows of the ranking to print (default 15)")
     _add_common(sweep)
@@ -113,6 +129,30 @@ def _shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     from precision_lab.model import parse_input_shape
 
     return dict(parse_input_shape(item) for item in items)
+
+
+def _profiles(items: Sequence[str]) -> dict[str, tuple[tuple[int, ...], ...]]:
+    profiles = {}
+    for item in items:
+        name, _, shapes = item.rpartition(":")
+        try:
+            parsed = tuple(tuple(int(d) for d in shape.lower().split("x")) for shape in shapes.split(","))
+        except ValueError:
+            parsed = ()
+        if not name or len(parsed) != 3:
+            raise InputError(f"bad --trt-profile '{item}'; write NAME:MIN,OPT,MAX with shapes like 1x3x224x224")
+        profiles[name] = parsed
+    return profiles
+
+
+def _trt_options(args) -> dict:
+    """TensorRT options from the arguments (used only when TensorRT is the backend)."""
+    return {
+        "mode": args.trt_mode,
+        "builder_optimization_level": args.builder_optimization_level,
+        "workspace_mib": args.workspace,
+        "profiles": _profiles(args.trt_profile) or None,
+    }
 
 
 def _ops(text: str | None) -> list[str] | None:
@@ -180,6 +220,7 @@ def _cmd_sweep(args) -> int:
         output_slices=args.output_slice,
         sensitivity=args.sensitivity,
         backend=args.backend,
+        backend_options=_trt_options(args) if args.backend != "onnxrt" else None,
         resume=not args.no_resume,
         progress=not args.quiet,
     )

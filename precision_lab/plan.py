@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,22 +24,19 @@ SCHEMA_VERSION = 1
 def build_commands(plan_onnx: str | os.PathLike) -> dict[str, str]:
     """Command lines that build ``plan_onnx`` (explicit quantization: Q/DQ decide precision).
 
-    ``trtexec``/``polygraphy`` commands are for TensorRT >= 10 (``--stronglyTyped``, the only mode of
-    TensorRT 11); ``polygraphy_compare`` builds it and compares TensorRT with ONNX Runtime; ``onnxruntime``
-    opens it with graph optimizations off, the setting that reproduces precision-lab's numbers.
+    ``trtexec``/``polygraphy`` are for TensorRT >= 10 (``--stronglyTyped``, the only mode of TensorRT 11);
+    ``polygraphy_compare`` builds it and compares TensorRT with ONNX Runtime; ``onnxruntime`` opens it with
+    graph optimizations off, the setting that reproduces precision-lab's numbers.
     """
-    onnx_path = shlex.quote(str(plan_onnx))
-    engine = shlex.quote(str(Path(plan_onnx).with_suffix(".engine")))
-    return {
-        "trtexec": f"trtexec --onnx={onnx_path} --stronglyTyped --saveEngine={engine}",
-        "polygraphy": f"polygraphy convert {onnx_path} --strongly-typed -o {engine}",
-        "polygraphy_compare": f"polygraphy run {onnx_path} --trt --strongly-typed --onnxrt",
-        "onnxruntime": (
-            "python -c \"import onnxruntime as ort; o = ort.SessionOptions(); "
-            "o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL; "
-            f"s = ort.InferenceSession('{Path(plan_onnx).as_posix()}', o); print([i.name for i in s.get_inputs()])\""
-        ),
-    }
+    from precision_lab.backends.tensorrt import export_commands
+
+    commands = export_commands(plan_onnx, mode="explicit")
+    commands["onnxruntime"] = (
+        "python -c \"import onnxruntime as ort; o = ort.SessionOptions(); "
+        "o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL; "
+        f"s = ort.InferenceSession('{Path(plan_onnx).as_posix()}', o); print([i.name for i in s.get_inputs()])\""
+    )
+    return commands
 
 
 def _jsonable(value):
@@ -62,6 +58,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
                 "renamed_nodes": result.model["renamed_nodes"],
             },
             "backend": result.backend,
+            "backend_identity": result.backend_info.get("identity"),
             "recipe": result.recipe,
             "calibration": {"method": result.calibration["method"], "samples": result.calibration["samples"]},
             "data": result.data,
@@ -76,7 +73,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "evaluations": len(result.evaluation_records),
             "sensitivity": result.sensitivity,
             "plan_onnx": str(plan_onnx),
-            "exports": build_commands(plan_onnx),
+            "exports": result.exports or build_commands(plan_onnx),
             "quantization": result.quantization,
         }
     )

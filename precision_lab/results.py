@@ -138,6 +138,8 @@ class SweepResult:
     wall_seconds: float
     out_dir: str
     quantization: dict = field(default_factory=dict)
+    exports: dict = field(default_factory=dict)
+    backend_info: dict = field(default_factory=dict)
 
     @property
     def metric_obj(self) -> Metric:
@@ -258,6 +260,8 @@ class SweepResult:
             wall_seconds=data["wall_seconds"],
             out_dir=data["out_dir"],
             quantization=data.get("quantization", {}),
+            exports=data.get("exports", {}),
+            backend_info=data.get("backend_info", {}),
         )
 
 

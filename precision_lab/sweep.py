@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from precision_lab.backends import Backend, PlanBuild, get_backend
+from precision_lab.backends import Backend, PlanBuild, resolve_backend
 from precision_lab.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, calibrate
 from precision_lab.compare import METRICS, Metric, OutputSlice, compare_outputs, get_metric, load_custom_metric
 from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DataSet, Feed, make_dataset, shapes_from_feeds
@@ -243,6 +243,22 @@ def _search(
     return baselines, values, ranking, found
 
 
+def _resolve_backend(backend: str | Backend, options: Mapping[str, object] | None) -> tuple[Backend, str | None]:
+    """The backend object; for ``auto`` the TensorRT ``options`` apply only if TensorRT is chosen."""
+    if not isinstance(backend, str):
+        return backend, None
+    options = dict(options or {})
+    if backend == "auto":
+        chosen, reason = resolve_backend("auto", tensorrt=options)
+    elif backend == "tensorrt":
+        chosen, reason = resolve_backend("tensorrt", **options)
+    else:
+        chosen, reason = resolve_backend(backend)
+    if reason:
+        log.info("backend: %s (%s)", chosen.name, reason)
+    return chosen, reason
+
+
 def _check_options(*, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int) -> None:
     if recipe not in RECIPES:
         raise InputError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
@@ -304,7 +320,8 @@ def sweep(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     output_slices: Sequence[str | OutputSlice] = (),
     sensitivity: str = "isolate",
-    backend: str | Backend = "onnxrt",
+    backend: str | Backend = "auto",
+    backend_options: Mapping[str, object] | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> SweepResult:
@@ -312,7 +329,9 @@ def sweep(
 
     Defaults: metric ``rel-l2`` with tolerance 0.05 (``cosine`` 0.999, ``sqnr`` 20 dB, ``top1`` 0.99; other
     metrics need ``tolerance``), recipe ``trt``, ``max`` calibration on 32 samples, 16 evaluation samples,
-    ``isolate`` sensitivity, the ONNX Runtime backend, synthetic data when neither ``data`` nor
+    ``isolate`` sensitivity, backend ``auto`` (TensorRT when a working builder and a GPU exist, else ONNX
+    Runtime; or a :class:`~precision_lab.backends.Backend` object; ``backend_options`` are the TensorRT
+    options of :class:`~precision_lab.backends.tensorrt.TensorRTBackend`), synthetic data when neither ``data`` nor
     ``data_loader_script`` is given, output in ``reports/<model name>/``, resuming a journal found there.
     """
     started = time.perf_counter()
@@ -320,7 +339,6 @@ def sweep(
     metric_obj, tolerance, custom = _resolve_metric(metric, metric_direction, tolerance)
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
     op_types = resolve_op_types(recipe, ops)
-    backend_obj = get_backend(backend) if isinstance(backend, str) else backend
     out = _check_out_dir(Path(out_dir) if out_dir is not None else default_out_dir(model))
 
     original, _ = load_model(model)
@@ -348,6 +366,7 @@ def sweep(
         )
     for warning in warnings:  # only once the inputs are known to be usable
         log.warning(warning)
+    backend_obj, backend_reason = _resolve_backend(backend, backend_options)
     log.info("%s: %d candidate layers (recipe %s)", prepared.name, len(candidates), recipe)
 
     cache_dir = out / "cache"
@@ -470,9 +489,37 @@ def sweep(
             "ranges": ranges.amax,
             "ranges_key": ranges.key,
         },
+        exports=_exports(backend_obj, out, prepared, fp32),
+        backend_info={
+            "identity": backend_obj.identity(),
+            "mode": getattr(backend_obj, "mode", None),
+            "reason": backend_reason,
+        },
     )
     _write_outputs(result, builder, out, evaluations_run=evaluator.ran)
     return result
+
+
+def _exports(backend: Backend, out: Path, prepared: PreparedModel, fp32: Sequence[str]) -> dict[str, str]:
+    """Build commands for the plan; TensorRT implicit sweeps add commands that pin its layers on the FP32 model
+    (written to ``OUT/prepared.onnx``) with the sweep's calibration cache."""
+    from precision_lab.plan import build_commands
+
+    commands = build_commands(out / "plan.onnx")
+    if getattr(backend, "mode", None) == "implicit":
+        from precision_lab.backends.tensorrt import export_commands
+
+        write_bytes_atomic(out / "prepared.onnx", prepared.serialized())
+        layers = [name for names in backend.pinned_layer_names(fp32).values() for name in names]
+        implicit = export_commands(
+            out / "plan.onnx",
+            mode="implicit",
+            fp32_layers=layers,
+            model_onnx=out / "prepared.onnx",
+            calibration_cache=backend.calibration_cache_path,
+        )
+        commands.update({f"implicit_{key}": value for key, value in implicit.items()})
+    return commands
 
 
 def _write_outputs(result: SweepResult, builder: QdqBuilder, out: Path, *, evaluations_run: int) -> None:

@@ -12,7 +12,6 @@ import html
 import io
 import math
 import os
-import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -110,7 +109,7 @@ def _warnings(result: SweepResult) -> str:
     return "".join(f'<div class="warning">⚠ {note}</div>' for note in notes)
 
 
-def _plan_section(result: SweepResult, out_dir: Path | None) -> str:
+def _plan_section(result: SweepResult) -> str:
     plan = result.plan
     layers = {layer.name: layer for layer in result.layer_results}
     column = sensitivity_column(result)
@@ -126,20 +125,26 @@ def _plan_section(result: SweepResult, out_dir: Path | None) -> str:
         )
         rows.append(_row([f"<code>{_e(name)}</code>", _e(layer.op_type), layer.rank + 1, _e(_num(getattr(layer, column))), why]))
     table = "<table>" + "".join(rows) + "</table>" if plan.fp32_layers else "<p>No layer needs FP32: all-INT8 passes.</p>"
-    plan_onnx = str((out_dir / "plan.onnx") if out_dir else Path(result.out_dir) / "plan.onnx")
-    quoted = shlex.quote(plan_onnx)
-    engine = shlex.quote(str(Path(plan_onnx).with_suffix(".engine")))
-    commands = [
-        ("TensorRT (≥ 10, explicit quantization)", f"trtexec --onnx={quoted} --stronglyTyped --saveEngine={engine}"),
-        ("Polygraphy", f"polygraphy convert {quoted} --strongly-typed -o {engine}"),
-        ("Compare TensorRT with ONNX Runtime", f"polygraphy run {quoted} --trt --strongly-typed --onnxrt"),
+    from precision_lab.plan import build_commands
+
+    plan_onnx = str(Path(result.out_dir) / "plan.onnx")
+    exports = result.exports or build_commands(plan_onnx)
+    titles = {
+        "trtexec": "TensorRT ≥ 10 (explicit quantization): trtexec",
+        "polygraphy": "TensorRT ≥ 10: Polygraphy",
+        "polygraphy_compare": "Compare TensorRT with ONNX Runtime",
+        "implicit_trtexec": "TensorRT 10 implicit mode: trtexec",
+        "implicit_polygraphy": "TensorRT 10 implicit mode: Polygraphy",
+    }
+    commands = [(titles[key], exports[key]) for key in titles if key in exports]
+    commands.append(
         (
             "ONNX Runtime (Python)",
             "import onnxruntime as ort\noptions = ort.SessionOptions()\n"
             "options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact Q/DQ arithmetic\n"
             f"session = ort.InferenceSession({plan_onnx!r}, options)",
-        ),
-    ]
+        )
+    )
     build = "".join(f"<h4>{_e(title)}</h4><pre>{_e(command)}</pre>" for title, command in commands)
     return (
         f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
@@ -269,11 +274,10 @@ _SCRIPT = """
 """
 
 
-def render_report(result: SweepResult, *, out_dir: str | os.PathLike | None = None) -> str:
-    """The HTML text of the report of ``result`` (``out_dir``: where ``plan.onnx`` lives, for build commands)."""
+def render_report(result: SweepResult) -> str:
+    """The HTML text of the report of ``result`` (from saved results only)."""
     from precision_lab import __version__
 
-    out_path = Path(out_dir) if out_dir is not None else None
     plan, metric = result.plan, result.metric
     passed_class = "ok" if plan.passed else "bad"
     int8_class = "ok" if result.status == "all-int8-passes" else "bad"
@@ -294,7 +298,7 @@ def render_report(result: SweepResult, *, out_dir: str | os.PathLike | None = No
         f"<div class=muted>precision-lab {_e(__version__)} · {_e(generated)}</div>"
         + headline
         + _warnings(result)
-        + "<section><h2>The plan</h2>" + _plan_section(result, out_path) + "</section>"
+        + "<section><h2>The plan</h2>" + _plan_section(result) + "</section>"
         + "<section><h2>Summary</h2>" + _summary(result) + "</section>"
         + "<section><h2>Sensitivity ranking</h2>"
         + _figure_img(plot_sensitivity(result), "sensitivity ranking")
@@ -321,5 +325,5 @@ def write_report(result: SweepResult, out_dir: str | os.PathLike, path: str | os
     from precision_lab.io import write_text_atomic
 
     target = Path(path) if path is not None else Path(out_dir) / REPORT_NAME
-    write_text_atomic(target, render_report(result, out_dir=out_dir))
+    write_text_atomic(target, render_report(result))
     return target

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -18,6 +20,17 @@ _INT8 = "#1f77b4"
 _PASS = "#2ca02c"
 
 
+def _plain_text(plot):
+    """Layer names are data, not markup: build the figure with mathtext off (``$`` in a name stays ``$``)."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
 def sensitivity_column(result: SweepResult) -> str:
     """The measured sensitivity column to show: ``isolate`` when measured, else ``leave_one_out``."""
     return "isolate" if result.layers["isolate"].notna().any() else "leave_one_out"
@@ -28,6 +41,7 @@ def _use_log(values, metric_lower_better: bool) -> bool:
     return metric_lower_better and len(positive) >= 2 and max(positive) / min(positive) >= 100
 
 
+@_plain_text
 def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     """Horizontal bars of the ``top`` most sensitive layers (FP32 plan layers in red), log scale when the
     values span two decades or more; the tolerance as a dashed line."""
@@ -53,6 +67,7 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     return fig
 
 
+@_plain_text
 def plot_tradeoff(result: SweepResult) -> Figure:
     """Metric value against the number of FP32 layers for every evaluated plan of the baselines and the search,
     the tolerance line, and the chosen plan marked."""
@@ -88,6 +103,7 @@ def plot_tradeoff(result: SweepResult) -> Figure:
     return fig
 
 
+@_plain_text
 def plot_output_channels(result: SweepResult, output: str | None = None) -> Figure:
     """Per-channel rel-l2 of ``output`` (default: the first output with per-channel data) for all-INT8 and the
     plan, over the channels' FP32 RMS on a log axis, with channel groups by scale."""
@@ -125,6 +141,7 @@ def plot_output_channels(result: SweepResult, output: str | None = None) -> Figu
     return fig
 
 
+@_plain_text
 def plot_positions(result: SweepResult) -> Figure:
     """Sensitivity against layer position in the graph (topological index); FP32 plan layers in red."""
     column = sensitivity_column(result)

@@ -101,6 +101,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="TensorRT optimization profile of a dynamic input, e.g. images:1x3x320x320,1x3x640x640,1x3x640x640",
     )
     search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
+    search.add_argument(
+        "--jobs", "-j", type=int, default=1, help="evaluate in N worker processes (default 1; results are identical)"
+    )
     search.add_argument("--top", type=int, default=15, help="rows of the ranking to print (default 15)")
     _add_common(sweep)
 
@@ -223,6 +226,7 @@ def _cmd_sweep(args) -> int:
         backend_options=_trt_options(args) if args.backend != "onnxrt" else None,
         resume=not args.no_resume,
         progress=not args.quiet,
+        jobs=args.jobs,
     )
     _print_sweep(result, args.top)
     return 0

@@ -114,22 +114,98 @@ def _reference_outputs(prepared: PreparedModel, feeds: Sequence[Feed], cache_dir
 
 
 @dataclass
-class _Evaluator:
-    """Builds, runs and compares plans; consults and feeds the journal."""
+class _PlanRunner:
+    """Builds, runs and compares one plan. Pure: no journal, so worker processes run it too."""
 
     builder: QdqBuilder
     backend: Backend
     eval_feeds: Sequence[Feed]
     reference: Sequence[Mapping[str, np.ndarray]]
     slices: Sequence[OutputSlice]
+    custom: Callable | None
+
+    def run(self, fp32: tuple[str, ...]) -> dict:
+        """Fields of the plan's :class:`Evaluation`: status, parts, outputs, channels, custom, error, seconds."""
+        start = time.perf_counter()
+        fields: dict = {"status": "ok", "parts": {}, "outputs": {}, "channels": {}, "custom": None, "error": None}
+        seconds: dict[str, float] = {}
+        try:
+            model = self.builder.build(fp32)
+            plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
+            seconds["qdq"] = time.perf_counter() - start
+            outputs, timings = self.backend.run(plan_build, self.eval_feeds)
+            seconds["build"], seconds["infer"] = timings.build, timings.infer
+            if timings.latency_ms is not None:
+                seconds["latency_ms"] = timings.latency_ms
+            compare_start = time.perf_counter()
+            comparison = compare_outputs(outputs, self.reference, slices=self.slices)
+            fields["parts"] = {part: s.values() for part, s in comparison.parts.items()}
+            fields["outputs"] = {name: s.values() for name, s in comparison.outputs.items()}
+            fields["channels"] = {name: c.to_json() for name, c in comparison.channels.items()}
+            if self.custom is not None:
+                joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+                joined_ref = {name: np.concatenate([r[name] for r in self.reference]) for name in self.reference[0]}
+                fields["custom"] = float(self.custom(joined, joined_ref))
+            seconds["compare"] = time.perf_counter() - compare_start
+        except EvaluationError as exc:
+            fields["status"], fields["error"] = "failed", str(exc)
+        seconds["total"] = time.perf_counter() - start
+        fields["seconds"] = seconds
+        return fields
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    """What a worker process needs to build its own :class:`_PlanRunner` once (sent once per worker)."""
+
+    prepared: PreparedModel
+    candidates: tuple
+    ranges: object
+    recipe: str
+    backend: Backend
+    eval_feeds: tuple
+    reference: tuple
+    slices: tuple
+    custom_spec: str | None
+
+
+_WORKER: _PlanRunner | None = None
+
+
+def _init_worker(spec: _WorkerSpec) -> None:
+    global _WORKER
+    logging.getLogger("precision_lab").setLevel(logging.ERROR)
+    _WORKER = _PlanRunner(
+        builder=QdqBuilder(spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe),
+        backend=spec.backend,
+        eval_feeds=spec.eval_feeds,
+        reference=spec.reference,
+        slices=spec.slices,
+        custom=load_custom_metric(spec.custom_spec) if spec.custom_spec else None,
+    )
+
+
+def _work(fp32: tuple[str, ...]) -> dict:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER.run(fp32)
+
+
+@dataclass
+class _Evaluator:
+    """Looks plans up in the journal, runs the missing ones (serially or in ``jobs`` worker processes) and
+    appends each result to the journal as it finishes."""
+
+    runner: _PlanRunner
     metric: Metric
     tolerance: float
-    custom: Callable | None
     journal: Journal
     context_key: str
     order: Mapping[str, int]
     progress: _Progress
+    jobs: int = 1
+    worker_spec: _WorkerSpec | None = None
     ran: int = 0
+    _pool: object = None
 
     def key(self, plan: Iterable[str]) -> str:
         return _hash(self.context_key, sorted(plan))[:40]
@@ -146,58 +222,50 @@ class _Evaluator:
 
     def evaluate(self, plans: Sequence[frozenset[str]], phase: str) -> list[Outcome]:
         """Outcomes of ``plans``, evaluating those the journal does not hold (progress under ``phase``)."""
-        todo = [plan for plan in dict.fromkeys(plans) if self.key(plan) not in self.journal]
+        todo = [self._ordered(plan) for plan in dict.fromkeys(plans) if self.key(plan) not in self.journal]
         if todo:
             bar = self.progress.bar(phase, len(todo))
-            for plan in todo:
-                record = self._run(plan, phase)
+            for fp32, fields in self._results(todo):
+                record = self._append(fp32, phase, fields)
                 bar.update(1)
                 bar.set_postfix_str(f"{self.metric.name}={record.value(self.metric):.4g}", refresh=False)
         return [self.outcome(self.record(plan)) for plan in plans]
 
-    def _run(self, plan: frozenset[str], phase: str) -> Evaluation:
-        start = time.perf_counter()
-        fp32 = tuple(sorted(plan, key=lambda n: self.order[n]))
-        seconds: dict[str, float] = {}
-        parts: dict[str, dict[str, float]] = {}
-        whole_outputs: dict[str, dict[str, float]] = {}
-        channels: dict[str, dict] = {}
-        custom_value = None
-        status, error = "ok", None
-        try:
-            model = self.builder.build(fp32)
-            plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
-            seconds["qdq"] = time.perf_counter() - start
-            outputs, timings = self.backend.run(plan_build, self.eval_feeds)
-            seconds["build"], seconds["infer"] = timings.build, timings.infer
-            if timings.latency_ms is not None:
-                seconds["latency_ms"] = timings.latency_ms
-            compare_start = time.perf_counter()
-            comparison = compare_outputs(outputs, self.reference, slices=self.slices)
-            parts = {part: s.values() for part, s in comparison.parts.items()}
-            whole_outputs = {name: s.values() for name, s in comparison.outputs.items()}
-            channels = {name: c.to_json() for name, c in comparison.channels.items()}
-            if self.custom is not None:
-                joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
-                joined_ref = {name: np.concatenate([r[name] for r in self.reference]) for name in self.reference[0]}
-                custom_value = float(self.custom(joined, joined_ref))
-            seconds["compare"] = time.perf_counter() - compare_start
-        except EvaluationError as exc:
-            status, error = "failed", str(exc)
-            log.warning("evaluation of a plan with %d FP32 layers failed: %s", len(fp32), exc)
-        seconds["total"] = time.perf_counter() - start
+    def close(self) -> None:
+        self.progress.close()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def _ordered(self, plan: frozenset[str]) -> tuple[str, ...]:
+        return tuple(sorted(plan, key=lambda n: self.order[n]))
+
+    def _results(self, todo: list[tuple[str, ...]]):
+        """(plan, fields) pairs as evaluations finish: in worker processes when ``jobs`` > 1 and there is more
+        than one plan to run, else here."""
+        if self.jobs <= 1 or len(todo) == 1 or self.worker_spec is None:
+            for fp32 in todo:
+                yield fp32, self.runner.run(fp32)
+            return
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import multiprocessing
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.worker_spec,),
+            )
+        futures = {self._pool.submit(_work, fp32): fp32 for fp32 in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def _append(self, fp32: tuple[str, ...], phase: str, fields: dict) -> Evaluation:
+        if fields["status"] != "ok":
+            log.warning("evaluation of a plan with %d FP32 layers failed: %s", len(fp32), fields["error"])
         record = Evaluation(
-            key=self.key(plan),
-            fp32_layers=fp32,
-            phase=phase,
-            status=status,
-            parts=parts,
-            outputs=whole_outputs,
-            channels=channels,
-            custom=custom_value,
-            error=error,
-            seconds=seconds,
-            sequence=len(self.journal.records),
+            key=self.key(fp32), fp32_layers=fp32, phase=phase, sequence=len(self.journal.records), **fields
         )
         self.journal.append(record.to_json() | {"context": self.context_key})
         self.ran += 1
@@ -257,6 +325,23 @@ def _resolve_backend(backend: str | Backend, options: Mapping[str, object] | Non
     if reason:
         log.info("backend: %s (%s)", chosen.name, reason)
     return chosen, reason
+
+
+def _check_jobs(jobs: int) -> int:
+    if not 1 <= jobs <= 256:
+        raise InputError(f"--jobs must be between 1 and 256, got {jobs}")
+    return jobs
+
+
+def _backend_for_workers(backend: Backend, jobs: int) -> Backend:
+    """The backend each of ``jobs`` workers uses: ONNX Runtime gets cores // jobs threads so workers do not
+    oversubscribe the machine; other backends are sent as they are."""
+    from precision_lab.backends.onnxrt import OnnxRuntimeBackend
+
+    if isinstance(backend, OnnxRuntimeBackend):
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        return OnnxRuntimeBackend(providers=backend.providers, threads=threads, optimize=backend.optimize)
+    return backend
 
 
 def _check_options(*, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int) -> None:
@@ -324,6 +409,7 @@ def sweep(
     backend_options: Mapping[str, object] | None = None,
     resume: bool = True,
     progress: bool = True,
+    jobs: int = 1,
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -396,25 +482,37 @@ def sweep(
     journal = Journal(out / JOURNAL_NAME, resume=resume)
     if journal.repaired:
         log.warning("the journal's last line was cut short (crash?); dropped it and kept everything before it")
+    custom_spec = metric if custom else None
+    runner = _PlanRunner(builder, backend_obj, dataset.eval, reference, slices, custom)
+    jobs = _check_jobs(jobs)
+    worker_spec = None
+    if jobs > 1:
+        worker_spec = _WorkerSpec(
+            prepared=prepared,
+            candidates=tuple(candidates),
+            ranges=ranges,
+            recipe=recipe,
+            backend=_backend_for_workers(backend_obj, jobs),
+            eval_feeds=tuple(dataset.eval),
+            reference=tuple(reference),
+            slices=tuple(slices),
+            custom_spec=custom_spec,
+        )
     evaluator = _Evaluator(
-        builder=builder,
-        backend=backend_obj,
-        eval_feeds=dataset.eval,
-        reference=reference,
-        slices=slices,
+        runner=runner,
         metric=metric_obj,
         tolerance=tolerance,
-        custom=custom,
         journal=journal,
         context_key=context_key,
         order={c.name: c.index for c in candidates},
         progress=_Progress(progress),
+        jobs=jobs,
+        worker_spec=worker_spec,
     )
-
     try:
         baselines, sensitivity_values, ranking, found = _search(evaluator, names, sensitivity)
     finally:
-        evaluator.progress.close()
+        evaluator.close()
 
     rank_of = {name: i for i, name in enumerate(ranking)}
     fp32 = tuple(sorted(found.fp32_layers, key=rank_of.__getitem__))

@@ -115,6 +115,10 @@ def _build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224")
     _add_common(layers)
 
+    from precision_lab import images
+
+    images.add_parser(sub)
+
     report = sub.add_parser("report", help="re-render report.html from a sweep's output folder (no model needed)")
     report.add_argument("out_dir", help="the --out folder of a sweep")
     report.add_argument("--output", "-o", help="where to write the HTML (default OUT_DIR/report.html)")
@@ -298,7 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         _configure_logging(args.verbose, args.quiet)
-        commands = {"sweep": _cmd_sweep, "layers": _cmd_layers, "report": _cmd_report, "apply": _cmd_apply}
+        from precision_lab import images
+
+        commands = {
+            "sweep": _cmd_sweep,
+            "layers": _cmd_layers,
+            "report": _cmd_report,
+            "apply": _cmd_apply,
+            "data": images.run,
+        }
         return commands[args.command](args)
     except PrecisionLabError as exc:
         if verbose:

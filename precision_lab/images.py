@@ -174,8 +174,7 @@ def images_to_feeds(
     stay, each complete).
     """
     if not input_name:
-        raise InputError("give the model's input name (--input NAME); `precision-lab layers MODEL` does not "
-                         "list inputs, but Netron or onnx.load(MODEL).graph.input does")
+        raise InputError("give the model's input name (--input NAME), e.g. the name in onnx.load(MODEL).graph.input")
     size = parse_size(size)
     mean_t, std_t = parse_floats(mean, "mean"), parse_floats(std, "std")
     if std_t is not None and any(v == 0 for v in std_t):
@@ -191,7 +190,9 @@ def images_to_feeds(
     stems: dict[str, Path] = {}
     for path in images:
         if path.stem in stems:
-            raise InputError(f"{stems[path.stem].name} and {path.name} would both be written as {path.stem}.npz; rename one")
+            raise InputError(
+                f"{stems[path.stem].name} and {path.name} would both be written as {path.stem}.npz; rename one"
+            )
         stems[path.stem] = path
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -211,7 +212,9 @@ def images_to_feeds(
         except InputError:
             raise
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise InputError(f"cannot read image {path} ({type(exc).__name__}: {str(exc)[:160]}); fix or remove it") from exc
+            raise InputError(
+                f"cannot read image {path} ({type(exc).__name__}: {str(exc)[:160]}); fix or remove it"
+            ) from exc
         buffer = io.BytesIO()
         np.savez(buffer, **{input_name: array})
         target = out / f"{path.stem}.npz"

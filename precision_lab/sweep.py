@@ -11,23 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from precision_lab.backends import Backend, PlanBuild, resolve_backend
+from precision_lab.backends import Backend, resolve_backend
 from precision_lab.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, calibrate
-from precision_lab.compare import METRICS, Metric, OutputSlice, compare_outputs, get_metric, load_custom_metric
-from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DataSet, Feed, make_dataset, shapes_from_feeds
+from precision_lab.compare import METRICS, Metric, OutputSlice, get_metric, load_custom_metric
+from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, Feed, make_dataset, shapes_from_feeds
 from precision_lab.errors import EvaluationError, InputError, UnattainableToleranceError
+from precision_lab.evaluation import PlanRunner, WorkerSpec
+from precision_lab.executors import Executor, make_executor
 from precision_lab.io import write_bytes_atomic, write_text_atomic
 from precision_lab.journal import JOURNAL_NAME, Journal
+from precision_lab.lock import OutputLock
 from precision_lab.model import (
     PreparedModel,
     check_input_shape_names,
@@ -114,98 +115,18 @@ def _reference_outputs(prepared: PreparedModel, feeds: Sequence[Feed], cache_dir
 
 
 @dataclass
-class _PlanRunner:
-    """Builds, runs and compares one plan. Pure: no journal, so worker processes run it too."""
-
-    builder: QdqBuilder
-    backend: Backend
-    eval_feeds: Sequence[Feed]
-    reference: Sequence[Mapping[str, np.ndarray]]
-    slices: Sequence[OutputSlice]
-    custom: Callable | None
-
-    def run(self, fp32: tuple[str, ...]) -> dict:
-        """Fields of the plan's :class:`Evaluation`: status, parts, outputs, channels, custom, error, seconds."""
-        start = time.perf_counter()
-        fields: dict = {"status": "ok", "parts": {}, "outputs": {}, "channels": {}, "custom": None, "error": None}
-        seconds: dict[str, float] = {}
-        try:
-            model = self.builder.build(fp32)
-            plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
-            seconds["qdq"] = time.perf_counter() - start
-            outputs, timings = self.backend.run(plan_build, self.eval_feeds)
-            seconds["build"], seconds["infer"] = timings.build, timings.infer
-            if timings.latency_ms is not None:
-                seconds["latency_ms"] = timings.latency_ms
-            compare_start = time.perf_counter()
-            comparison = compare_outputs(outputs, self.reference, slices=self.slices)
-            fields["parts"] = {part: s.values() for part, s in comparison.parts.items()}
-            fields["outputs"] = {name: s.values() for name, s in comparison.outputs.items()}
-            fields["channels"] = {name: c.to_json() for name, c in comparison.channels.items()}
-            if self.custom is not None:
-                joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
-                joined_ref = {name: np.concatenate([r[name] for r in self.reference]) for name in self.reference[0]}
-                fields["custom"] = float(self.custom(joined, joined_ref))
-            seconds["compare"] = time.perf_counter() - compare_start
-        except EvaluationError as exc:
-            fields["status"], fields["error"] = "failed", str(exc)
-        seconds["total"] = time.perf_counter() - start
-        fields["seconds"] = seconds
-        return fields
-
-
-@dataclass(frozen=True)
-class _WorkerSpec:
-    """What a worker process needs to build its own :class:`_PlanRunner` once (sent once per worker)."""
-
-    prepared: PreparedModel
-    candidates: tuple
-    ranges: object
-    recipe: str
-    backend: Backend
-    eval_feeds: tuple
-    reference: tuple
-    slices: tuple
-    custom_spec: str | None
-
-
-_WORKER: _PlanRunner | None = None
-
-
-def _init_worker(spec: _WorkerSpec) -> None:
-    global _WORKER
-    logging.getLogger("precision_lab").setLevel(logging.ERROR)
-    _WORKER = _PlanRunner(
-        builder=QdqBuilder(spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe),
-        backend=spec.backend,
-        eval_feeds=spec.eval_feeds,
-        reference=spec.reference,
-        slices=spec.slices,
-        custom=load_custom_metric(spec.custom_spec) if spec.custom_spec else None,
-    )
-
-
-def _work(fp32: tuple[str, ...]) -> dict:
-    assert _WORKER is not None, "worker not initialised"
-    return _WORKER.run(fp32)
-
-
-@dataclass
 class _Evaluator:
     """Looks plans up in the journal, runs the missing ones (serially or in ``jobs`` worker processes) and
     appends each result to the journal as it finishes."""
 
-    runner: _PlanRunner
+    executor: Executor
     metric: Metric
     tolerance: float
     journal: Journal
     context_key: str
     order: Mapping[str, int]
     progress: _Progress
-    jobs: int = 1
-    worker_spec: _WorkerSpec | None = None
     ran: int = 0
-    _pool: object = None
 
     def key(self, plan: Iterable[str]) -> str:
         return _hash(self.context_key, sorted(plan))[:40]
@@ -225,7 +146,7 @@ class _Evaluator:
         todo = [self._ordered(plan) for plan in dict.fromkeys(plans) if self.key(plan) not in self.journal]
         if todo:
             bar = self.progress.bar(phase, len(todo))
-            for fp32, fields in self._results(todo):
+            for fp32, fields in self.executor.run(todo):
                 record = self._append(fp32, phase, fields)
                 bar.update(1)
                 bar.set_postfix_str(f"{self.metric.name}={record.value(self.metric):.4g}", refresh=False)
@@ -233,33 +154,10 @@ class _Evaluator:
 
     def close(self) -> None:
         self.progress.close()
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self.executor.close()
 
     def _ordered(self, plan: frozenset[str]) -> tuple[str, ...]:
         return tuple(sorted(plan, key=lambda n: self.order[n]))
-
-    def _results(self, todo: list[tuple[str, ...]]):
-        """(plan, fields) pairs as evaluations finish: in worker processes when ``jobs`` > 1 and there is more
-        than one plan to run, else here."""
-        if self.jobs <= 1 or len(todo) == 1 or self.worker_spec is None:
-            for fp32 in todo:
-                yield fp32, self.runner.run(fp32)
-            return
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        import multiprocessing
-
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.jobs,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.worker_spec,),
-            )
-        futures = {self._pool.submit(_work, fp32): fp32 for fp32 in todo}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
 
     def _append(self, fp32: tuple[str, ...], phase: str, fields: dict) -> Evaluation:
         if fields["status"] != "ok":
@@ -325,23 +223,6 @@ def _resolve_backend(backend: str | Backend, options: Mapping[str, object] | Non
     if reason:
         log.info("backend: %s (%s)", chosen.name, reason)
     return chosen, reason
-
-
-def _check_jobs(jobs: int) -> int:
-    if not 1 <= jobs <= 256:
-        raise InputError(f"--jobs must be between 1 and 256, got {jobs}")
-    return jobs
-
-
-def _backend_for_workers(backend: Backend, jobs: int) -> Backend:
-    """The backend each of ``jobs`` workers uses: ONNX Runtime gets cores // jobs threads so workers do not
-    oversubscribe the machine; other backends are sent as they are."""
-    from precision_lab.backends.onnxrt import OnnxRuntimeBackend
-
-    if isinstance(backend, OnnxRuntimeBackend):
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        return OnnxRuntimeBackend(providers=backend.providers, threads=threads, optimize=backend.optimize)
-    return backend
 
 
 def _check_options(*, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int) -> None:
@@ -410,6 +291,8 @@ def sweep(
     resume: bool = True,
     progress: bool = True,
     jobs: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -426,176 +309,176 @@ def sweep(
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
     op_types = resolve_op_types(recipe, ops)
     out = _check_out_dir(Path(out_dir) if out_dir is not None else default_out_dir(model))
+    lock = OutputLock(out).acquire()  # a second sweep on the same folder is refused
+    try:
 
-    original, _ = load_model(model)
-    specs = input_specs(original)
-    del original
-    check_input_shape_names(specs, input_shapes or {})
-    dataset, warnings = make_dataset(
-        specs,
-        data_dir=data,
-        data_loader_script=data_loader_script,
-        calib_samples=calib_samples,
-        eval_samples=eval_samples,
-        seed=seed,
-        input_shapes=input_shapes,
-    )
-    shapes = dict(input_shapes or {}) or shapes_from_feeds(dataset.calib)
-    prepared = prepare_model(model, input_shapes=shapes)
-    _check_slices(prepared, slices)
-    candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
-    if not candidates:
-        raise InputError(
-            f"the model has no candidate layers for recipe '{recipe}' (op types {', '.join(op_types)}"
-            + (f", minus --exclude {list(exclude)}" if exclude else "")
-            + "); try --recipe extended or name op types with --ops"
+        original, _ = load_model(model)
+        specs = input_specs(original)
+        del original
+        check_input_shape_names(specs, input_shapes or {})
+        dataset, warnings = make_dataset(
+            specs,
+            data_dir=data,
+            data_loader_script=data_loader_script,
+            calib_samples=calib_samples,
+            eval_samples=eval_samples,
+            seed=seed,
+            input_shapes=input_shapes,
         )
-    for warning in warnings:  # only once the inputs are known to be usable
-        log.warning(warning)
-    backend_obj, backend_reason = _resolve_backend(backend, backend_options)
-    log.info("%s: %d candidate layers (recipe %s)", prepared.name, len(candidates), recipe)
+        shapes = dict(input_shapes or {}) or shapes_from_feeds(dataset.calib)
+        prepared = prepare_model(model, input_shapes=shapes)
+        _check_slices(prepared, slices)
+        candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
+        if not candidates:
+            raise InputError(
+                f"the model has no candidate layers for recipe '{recipe}' (op types {', '.join(op_types)}"
+                + (f", minus --exclude {list(exclude)}" if exclude else "")
+                + "); try --recipe extended or name op types with --ops"
+            )
+        for warning in warnings:  # only once the inputs are known to be usable
+            log.warning(warning)
+        backend_obj, backend_reason = _resolve_backend(backend, backend_options)
+        log.info("%s: %d candidate layers (recipe %s)", prepared.name, len(candidates), recipe)
 
-    cache_dir = out / "cache"
-    ranges = calibrate(
-        prepared,
-        dataset.calib,
-        tensors=tensors_to_calibrate(prepared, candidates, recipe),
-        fingerprint=dataset.calib_fingerprint,
-        method=calibration,
-        percentile=percentile,
-        cache_dir=cache_dir,
-    )
-    reference = _reference_outputs(prepared, dataset.eval, cache_dir, dataset.eval_fingerprint)
-    builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe)
-    backend_obj.setup(prepared=prepared, calib_feeds=dataset.calib, cache_dir=cache_dir)
-    names = [c.name for c in candidates]
-    context_key = _hash(
-        prepared.prepared_sha256,
-        recipe,
-        names,
-        ranges.key,
-        dataset.eval_fingerprint,
-        backend_obj.identity(),
-        [s.label for s in slices],
-        metric if custom else None,
-    )
-    journal = Journal(out / JOURNAL_NAME, resume=resume)
-    if journal.repaired:
-        log.warning("the journal's last line was cut short (crash?); dropped it and kept everything before it")
-    custom_spec = metric if custom else None
-    runner = _PlanRunner(builder, backend_obj, dataset.eval, reference, slices, custom)
-    jobs = _check_jobs(jobs)
-    worker_spec = None
-    if jobs > 1:
-        worker_spec = _WorkerSpec(
+        cache_dir = out / "cache"
+        ranges = calibrate(
+            prepared,
+            dataset.calib,
+            tensors=tensors_to_calibrate(prepared, candidates, recipe),
+            fingerprint=dataset.calib_fingerprint,
+            method=calibration,
+            percentile=percentile,
+            cache_dir=cache_dir,
+        )
+        reference = _reference_outputs(prepared, dataset.eval, cache_dir, dataset.eval_fingerprint)
+        builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe)
+        backend_obj.setup(prepared=prepared, calib_feeds=dataset.calib, cache_dir=cache_dir)
+        names = [c.name for c in candidates]
+        context_key = _hash(
+            prepared.prepared_sha256,
+            recipe,
+            names,
+            ranges.key,
+            dataset.eval_fingerprint,
+            backend_obj.identity(),
+            [s.label for s in slices],
+            metric if custom else None,
+        )
+        journal = Journal(out / JOURNAL_NAME, resume=resume)
+        if journal.repaired:
+            log.warning("the journal's last line was cut short (crash?); dropped it and kept everything before it")
+        spec = WorkerSpec(
             prepared=prepared,
             candidates=tuple(candidates),
             ranges=ranges,
             recipe=recipe,
-            backend=_backend_for_workers(backend_obj, jobs),
+            backend=backend_obj,
             eval_feeds=tuple(dataset.eval),
             reference=tuple(reference),
             slices=tuple(slices),
-            custom_spec=custom_spec,
+            custom_spec=metric if custom else None,
         )
-    evaluator = _Evaluator(
-        runner=runner,
-        metric=metric_obj,
-        tolerance=tolerance,
-        journal=journal,
-        context_key=context_key,
-        order={c.name: c.index for c in candidates},
-        progress=_Progress(progress),
-        jobs=jobs,
-        worker_spec=worker_spec,
-    )
-    try:
-        baselines, sensitivity_values, ranking, found = _search(evaluator, names, sensitivity)
-    finally:
-        evaluator.close()
+        executor = make_executor(
+            executor, jobs=jobs, spec=spec, runner=PlanRunner(builder, spec, custom=custom), ray_address=ray_address
+        )
+        evaluator = _Evaluator(
+            executor=executor,
+            metric=metric_obj,
+            tolerance=tolerance,
+            journal=journal,
+            context_key=context_key,
+            order={c.name: c.index for c in candidates},
+            progress=_Progress(progress),
+        )
+        try:
+            baselines, sensitivity_values, ranking, found = _search(evaluator, names, sensitivity)
+        finally:
+            evaluator.close()
 
-    rank_of = {name: i for i, name in enumerate(ranking)}
-    fp32 = tuple(sorted(found.fp32_layers, key=rank_of.__getitem__))
-    layers = tuple(
-        LayerSensitivity(
-            name=c.name,
-            op_type=c.op_type,
-            index=c.index,
-            rank=rank_of[c.name],
-            isolate=sensitivity_values.get("isolate", {}).get(c.name),
-            leave_one_out=sensitivity_values.get("leave-one-out", {}).get(c.name),
+        rank_of = {name: i for i, name in enumerate(ranking)}
+        fp32 = tuple(sorted(found.fp32_layers, key=rank_of.__getitem__))
+        layers = tuple(
+            LayerSensitivity(
+                name=c.name,
+                op_type=c.op_type,
+                index=c.index,
+                rank=rank_of[c.name],
+                isolate=sensitivity_values.get("isolate", {}).get(c.name),
+                leave_one_out=sensitivity_values.get("leave-one-out", {}).get(c.name),
+            )
+            for c in sorted(candidates, key=lambda c: rank_of[c.name])
         )
-        for c in sorted(candidates, key=lambda c: rank_of[c.name])
-    )
-    plan = Plan(
-        fp32_layers=fp32,
-        int8_layers=tuple(n for n in names if n not in found.fp32_layers),
-        value=found.outcome.value,
-        passed=found.outcome.passed,
-        key=found.outcome.key,
-        evidence={
-            name: {"key": o.key, "value": o.value, "passed": o.passed, "fp32_layers": sorted(o.fp32_layers)}
-            for name, o in found.evidence.items()
-        },
-    )
-    records = tuple(
-        sorted(
-            (Evaluation.from_json(r) for r in journal.records.values() if r.get("context") == context_key),
-            key=lambda r: r.sequence,
+        plan = Plan(
+            fp32_layers=fp32,
+            int8_layers=tuple(n for n in names if n not in found.fp32_layers),
+            value=found.outcome.value,
+            passed=found.outcome.passed,
+            key=found.outcome.key,
+            evidence={
+                name: {"key": o.key, "value": o.value, "passed": o.passed, "fp32_layers": sorted(o.fp32_layers)}
+                for name, o in found.evidence.items()
+            },
         )
-    )
-    result = SweepResult(
-        model={
-            "path": str(prepared.path),
-            "name": prepared.name,
-            "sha256": prepared.sha256,
-            "prepared_sha256": prepared.prepared_sha256,
-            "original_opset": prepared.original_opset,
-            "renamed_nodes": prepared.renamed_nodes,
-            "folded_batchnorms": list(prepared.folded_batchnorms),
-            "input_shapes": {s.name: list(s.shape) for s in prepared.inputs},
-            "outputs": list(prepared.output_names),
-            "candidates": len(candidates),
-        },
-        backend=backend_obj.name,
-        recipe=recipe,
-        calibration={"method": calibration, "samples": len(dataset.calib), "percentile": percentile},
-        data={
-            "source": dataset.source,
-            "synthetic": dataset.synthetic,
-            "calib_samples": len(dataset.calib),
-            "eval_samples": len(dataset.eval),
-            "seed": seed,
-            "calib_feeds": list(dataset.calib_labels),
-            "eval_feeds": list(dataset.eval_labels),
-        },
-        metric={"name": metric_obj.name, "direction": metric_obj.direction, "tolerance": tolerance},
-        output_slices=tuple(s.label for s in slices),
-        sensitivity=sensitivity,
-        status=found.status,
-        plan=plan,
-        baselines={"all_int8": baselines[0].value, "all_fp32": baselines[1].value},
-        layer_results=layers,
-        evaluation_records=records,
-        wall_seconds=time.perf_counter() - started,
-        out_dir=str(out),
-        quantization={
-            "recipe": recipe,
-            "op_types": op_types,
-            "exclude": list(exclude),
-            "candidates": names,
-            "ranges": ranges.amax,
-            "ranges_key": ranges.key,
-        },
-        exports=_exports(backend_obj, out, prepared, fp32),
-        backend_info={
-            "identity": backend_obj.identity(),
-            "mode": getattr(backend_obj, "mode", None),
-            "reason": backend_reason,
-        },
-    )
-    _write_outputs(result, builder, out, evaluations_run=evaluator.ran)
-    return result
+        records = tuple(
+            sorted(
+                (Evaluation.from_json(r) for r in journal.records.values() if r.get("context") == context_key),
+                key=lambda r: r.sequence,
+            )
+        )
+        result = SweepResult(
+            model={
+                "path": str(prepared.path),
+                "name": prepared.name,
+                "sha256": prepared.sha256,
+                "prepared_sha256": prepared.prepared_sha256,
+                "original_opset": prepared.original_opset,
+                "renamed_nodes": prepared.renamed_nodes,
+                "folded_batchnorms": list(prepared.folded_batchnorms),
+                "input_shapes": {s.name: list(s.shape) for s in prepared.inputs},
+                "outputs": list(prepared.output_names),
+                "candidates": len(candidates),
+            },
+            backend=backend_obj.name,
+            recipe=recipe,
+            calibration={"method": calibration, "samples": len(dataset.calib), "percentile": percentile},
+            data={
+                "source": dataset.source,
+                "synthetic": dataset.synthetic,
+                "calib_samples": len(dataset.calib),
+                "eval_samples": len(dataset.eval),
+                "seed": seed,
+                "calib_feeds": list(dataset.calib_labels),
+                "eval_feeds": list(dataset.eval_labels),
+            },
+            metric={"name": metric_obj.name, "direction": metric_obj.direction, "tolerance": tolerance},
+            output_slices=tuple(s.label for s in slices),
+            sensitivity=sensitivity,
+            status=found.status,
+            plan=plan,
+            baselines={"all_int8": baselines[0].value, "all_fp32": baselines[1].value},
+            layer_results=layers,
+            evaluation_records=records,
+            wall_seconds=time.perf_counter() - started,
+            out_dir=str(out),
+            quantization={
+                "recipe": recipe,
+                "op_types": op_types,
+                "exclude": list(exclude),
+                "candidates": names,
+                "ranges": ranges.amax,
+                "ranges_key": ranges.key,
+            },
+            exports=_exports(backend_obj, out, prepared, fp32),
+            backend_info={
+                "identity": backend_obj.identity(),
+                "mode": getattr(backend_obj, "mode", None),
+                "reason": backend_reason,
+            },
+        )
+        _write_outputs(result, builder, out, evaluations_run=evaluator.ran)
+        return result
+    finally:
+        lock.release()
 
 
 def _exports(backend: Backend, out: Path, prepared: PreparedModel, fp32: Sequence[str]) -> dict[str, str]:

@@ -106,3 +106,26 @@ def test_same_command_twice_gives_the_same_plan(tmp_path):
     assert a["achieved"]["value"] == b["achieved"]["value"]
     assert (outs[0] / "plan.onnx").read_bytes() == (outs[1] / "plan.onnx").read_bytes()
     assert (outs[0] / "sensitivity.csv").read_text() == (outs[1] / "sensitivity.csv").read_text()
+
+
+def test_second_sweep_on_a_busy_folder_is_refused(tmp_path):
+    data = write_random_feeds(MODEL, tmp_path / "data", count=112)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first = subprocess.Popen([sys.executable, "-m", "precision_lab", *_sweep_args(data, out)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / ".lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = run_cli(*_sweep_args(data, out))
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(first.pid) in lines[0] and "--out" in lines[0], second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # the killed sweep's lock is stale: the next run takes it over and finishes
+    third = run_cli(*_sweep_args(data, out))
+    assert third.returncode == 0, third.stderr
+    assert not (out / ".lock").exists()

@@ -1,0 +1,82 @@
+"""One evaluation of one plan: build its Q/DQ model, run it on the backend, compare with the reference.
+
+Pure (no journal, no progress), so worker processes and Ray actors run exactly the same code as a serial
+sweep. A :class:`WorkerSpec` is everything a worker needs, sent to it once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from precision_lab.backends import Backend, PlanBuild
+from precision_lab.calibration import Ranges
+from precision_lab.compare import OutputSlice, compare_outputs, load_custom_metric
+from precision_lab.data import Feed
+from precision_lab.errors import EvaluationError
+from precision_lab.model import Candidate, PreparedModel
+from precision_lab.qdq import QdqBuilder
+
+__all__ = ["WorkerSpec", "PlanRunner"]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What evaluating plans needs: the prepared model, candidates, ranges, backend, data and reference."""
+
+    prepared: PreparedModel
+    candidates: tuple[Candidate, ...]
+    ranges: Ranges
+    recipe: str
+    backend: Backend
+    eval_feeds: tuple[Feed, ...]
+    reference: tuple[Mapping[str, np.ndarray], ...]
+    slices: tuple[OutputSlice, ...]
+    custom_spec: str | None = None
+
+
+class PlanRunner:
+    """Evaluates plans for one :class:`WorkerSpec` (the Q/DQ builder quantizes weights once, here)."""
+
+    def __init__(self, builder: QdqBuilder | None, spec: WorkerSpec, *, custom: Callable | None = None) -> None:
+        self.spec = spec
+        self.builder = builder or QdqBuilder(spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe)
+        self.custom = custom if custom is not None or not spec.custom_spec else load_custom_metric(spec.custom_spec)
+
+    @classmethod
+    def from_spec(cls, spec: WorkerSpec) -> PlanRunner:
+        return cls(None, spec)
+
+    def run(self, fp32: tuple[str, ...]) -> dict:
+        """Fields of the plan's :class:`~precision_lab.results.Evaluation`: ``status``, ``parts``, ``outputs``,
+        ``channels``, ``custom``, ``error`` and ``seconds`` (qdq, build, infer, compare, total)."""
+        spec = self.spec
+        start = time.perf_counter()
+        fields: dict = {"status": "ok", "parts": {}, "outputs": {}, "channels": {}, "custom": None, "error": None}
+        seconds: dict[str, float] = {}
+        try:
+            model = self.builder.build(fp32)
+            plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
+            seconds["qdq"] = time.perf_counter() - start
+            outputs, timings = spec.backend.run(plan_build, spec.eval_feeds)
+            seconds["build"], seconds["infer"] = timings.build, timings.infer
+            if timings.latency_ms is not None:
+                seconds["latency_ms"] = timings.latency_ms
+            compare_start = time.perf_counter()
+            comparison = compare_outputs(outputs, spec.reference, slices=spec.slices)
+            fields["parts"] = {part: s.values() for part, s in comparison.parts.items()}
+            fields["outputs"] = {name: s.values() for name, s in comparison.outputs.items()}
+            fields["channels"] = {name: c.to_json() for name, c in comparison.channels.items()}
+            if self.custom is not None:
+                joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+                joined_ref = {name: np.concatenate([r[name] for r in spec.reference]) for name in spec.reference[0]}
+                fields["custom"] = float(self.custom(joined, joined_ref))
+            seconds["compare"] = time.perf_counter() - compare_start
+        except EvaluationError as exc:
+            fields["status"], fields["error"] = "failed", str(exc)
+        seconds["total"] = time.perf_counter() - start
+        fields["seconds"] = seconds
+        return fields

@@ -83,6 +83,13 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--sensitivity", default="isolate", choices=["isolate", "leave-one-out", "both"], help="default isolate"
     )
+    search.add_argument(
+        "--search",
+        default="full",
+        choices=["full", "fast"],
+        help="full (default): sensitivity of every layer, then the plan; fast: one-pass signals order the "
+        "layers and bisection rounds find the plan (far fewer evaluations, no full sensitivity table)",
+    )
     backend = sweep.add_argument_group("backend")
     backend.add_argument(
         "--backend",
@@ -179,13 +186,13 @@ def _print_sweep(result, top: int) -> None:
     layers = result.layers
     print(f"\nSensitivity ranking ({result.sensitivity}, {metric['name']}; top {min(top, len(layers))} of {len(layers)}):")
     width = max([len(n) for n in layers["name"][:top]] + [5])
-    print(f"  {'rank':>4}  {'layer':<{width}}  {'op':<14} {'isolate':>10} {'leave-1-out':>11}  plan")
+    fast = result.search == "fast"
+    first, second = ("signal", None) if fast else ("isolate", "leave_one_out")
+    header = f"{'signal':>10}" if fast else f"{'isolate':>10} {'leave-1-out':>11}"
+    print(f"  {'rank':>4}  {'layer':<{width}}  {'op':<14} {header}  plan")
     for row in layers.head(top).itertuples():
-        iso = None if row.isolate is None or row.isolate != row.isolate and row.isolate is None else row.isolate
-        print(
-            f"  {row.rank + 1:>4}  {row.name:<{width}}  {row.op_type:<14} {_fmt(iso):>10} "
-            f"{_fmt(row.leave_one_out):>11}  {'FP32' if row.fp32 else 'int8'}"
-        )
+        values = f"{_fmt(getattr(row, first)):>10}" + ("" if fast else f" {_fmt(getattr(row, second)):>11}")
+        print(f"  {row.rank + 1:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {'FP32' if row.fp32 else 'int8'}")
     plan = result.plan
     base = result.baselines
     print(
@@ -226,6 +233,7 @@ def _cmd_sweep(args) -> int:
         input_shapes=_shapes(args.input_shape),
         output_slices=args.output_slice,
         sensitivity=args.sensitivity,
+        search=args.search,
         backend=args.backend,
         backend_options=_trt_options(args) if args.backend != "onnxrt" else None,
         resume=not args.no_resume,

@@ -8,14 +8,26 @@ Preparation (DESIGN section 2) makes every later step simple and deterministic:
 4. ``Constant`` nodes (and constant subgraphs feeding weights) folded into initializers;
 5. BatchNormalization folded into the Conv before it (TensorRT folds it too, so weights are quantized
    as TensorRT sees them);
-6. shapes inferred, so every activation has a type for calibration.
+6. shapes inferred, so every activation has a type for calibration: ONNX shape inference first; where it
+   leaves a node's input or output without a type or a static shape (e.g. a ``Reshape`` whose shape is
+   computed by ``Shape -> Gather -> Div -> Concat`` from a tensor that is itself not inferred yet), ONNX
+   Runtime's symbolic shape inference (needs ``sympy``), then one run of the model in ONNX Runtime on zeros
+   and on random inputs that reads the missing shapes (a dimension that differs between the two runs is data
+   dependent and stays symbolic).
+
+Old exports are normalized too: the IR version is raised to the one the (raised) opset needs, and
+initializers listed as graph inputs (IR 3, or ``keep_initializers_as_inputs``) become plain constants, so
+shape inference and constant folding see their values. Models with external data load from beside the
+model file; models past the 2 GB protobuf limit are checked and shape-inferred through files.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +37,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from precision_lab.errors import InputError
+from precision_lab.onnx_io import PROTOBUF_LIMIT, model_digest, save_model
 
 __all__ = [
     "MIN_OPSET",
@@ -40,6 +53,8 @@ __all__ = [
 ]
 
 MIN_OPSET = 13
+log = logging.getLogger("precision_lab")
+_INLINE_LIMIT = PROTOBUF_LIMIT  # models larger than this go through files for checking and shape inference
 _SUBGRAPH_OPS = ("If", "Loop", "Scan")
 
 
@@ -113,8 +128,14 @@ def load_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, str]:
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty; re-export or re-download the model")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, onnx raises on external data problems
+        missing = _missing_external_data(path)
+        if missing:
+            raise InputError(
+                f"{path} keeps its weights in external data file(s) {', '.join(missing)}, not found in "
+                f"{path.parent}; copy them beside the model file (external data is found relative to it)"
+            ) from exc
         raise InputError(
             f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:160]}); "
             "check that it is an .onnx file and was not truncated by a download"
@@ -125,7 +146,8 @@ def load_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, str]:
             "re-export or re-download it"
         )
     try:
-        onnx.checker.check_model(model)
+        # past the protobuf limit the checker cannot take the model in memory; it reads the file instead
+        onnx.checker.check_model(str(path) if model.ByteSize() > _INLINE_LIMIT else model)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         raise InputError(
@@ -133,6 +155,25 @@ def load_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, str]:
             "re-export or re-download it"
         ) from exc
     return model, _sha256_file(path)
+
+
+def _missing_external_data(path: Path) -> list[str]:
+    """External data files that the model at ``path`` refers to and that do not exist beside it."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        tensors.extend(a.t for a in node.attribute if a.HasField("t"))
+    missing = []
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        if location and location not in missing and not (path.parent / location).exists():
+            missing.append(location)
+    return missing
 
 
 def _value_info_shape(value_info: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
@@ -248,6 +289,22 @@ def _fix_input_shapes(
             dim.dim_value = int(size)
 
 
+def _normalize_old_export(model: onnx.ModelProto) -> None:
+    """Raise the IR version to what the model's opsets need, and make initializers listed as graph inputs
+    (IR 3 exports, PyTorch's ``keep_initializers_as_inputs``) plain constants: as inputs they could be
+    overridden at run time, so shape inference and constant folding would not use their values."""
+    initializers = {init.name for init in model.graph.initializer}
+    if any(vi.name in initializers for vi in model.graph.input):
+        keep = [vi for vi in model.graph.input if vi.name not in initializers]
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+    try:
+        needed = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except Exception:
+        needed = 4
+    model.ir_version = max(model.ir_version, needed, 4)  # IR 4: initializers need not be graph inputs
+
+
 def _fold_batchnorms(model: onnx.ModelProto) -> list[str]:
     """Fold ``Conv -> BatchNormalization`` pairs into the Conv. Returns the names of folded BN nodes."""
     graph = model.graph
@@ -337,15 +394,190 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return folded
 
 
+def _onnx_infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    if model.ByteSize() <= _INLINE_LIMIT:
+        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    # past the protobuf limit: infer through files, then copy the inferred types into the model
+    with tempfile.TemporaryDirectory(prefix="precision-lab-shapes-") as tmp:
+        source, target = Path(tmp) / "model.onnx", Path(tmp) / "inferred.onnx"
+        save_model(model, source, external_threshold_bytes=0)
+        shape_inference.infer_shapes_path(str(source), str(target), strict_mode=False, data_prop=True)
+        inferred = onnx.load(str(target), load_external_data=False)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    for output, typed in zip(model.graph.output, inferred.graph.output):
+        output.type.CopyFrom(typed.type)
+    return model
+
+
+def _is_complete(value_info: onnx.ValueInfoProto | None) -> bool:
+    """A tensor with an element type and a static shape (non-tensor values count as complete)."""
+    if value_info is None:
+        return False
+    kind = value_info.type.WhichOneof("value")
+    if kind is None:
+        return False
+    if kind != "tensor_type":
+        return True
+    tensor_type = value_info.type.tensor_type
+    return (
+        tensor_type.elem_type != 0
+        and tensor_type.HasField("shape")
+        and all(dim.HasField("dim_value") for dim in tensor_type.shape.dim)
+    )
+
+
+def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    graph = model.graph
+    return {vi.name: vi for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+
+
+def _shape_gaps(model: onnx.ModelProto) -> list[str]:
+    """Inputs and outputs of main-graph nodes that have no element type or no static shape."""
+    known = _value_infos(model)
+    initializers = {init.name for init in model.graph.initializer}
+    gaps: list[str] = []
+    seen: set[str] = set()
+    for node in model.graph.node:
+        for name in list(node.input) + list(node.output):
+            if not name or name in seen or name in initializers:
+                continue
+            seen.add(name)
+            if not _is_complete(known.get(name)):
+                gaps.append(name)
+    return gaps
+
+
+def _merge_value_infos(model: onnx.ModelProto, found: Mapping[str, onnx.TypeProto]) -> None:
+    """Set the types in ``found`` on the graph's outputs and value_info (added where missing)."""
+    graph = model.graph
+    targets = {vi.name: vi for vi in list(graph.output) + list(graph.value_info)}
+    inputs = {vi.name for vi in graph.input}
+    for name, type_proto in found.items():
+        if name in inputs:
+            continue
+        if name in targets:
+            targets[name].type.CopyFrom(type_proto)
+        else:
+            graph.value_info.append(onnx.ValueInfoProto(name=name, type=type_proto))
+
+
+def _symbolic_shapes(model: onnx.ModelProto, gaps: Sequence[str]) -> dict[str, onnx.TypeProto]:
+    """Types of ``gaps`` from ONNX Runtime's symbolic shape inference ({} when it is unavailable or fails)."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:  # needs sympy
+        return {}
+    if model.ByteSize() > _INLINE_LIMIT:
+        return {}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(copy, auto_merge=True, guess_output_rank=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means: try the next way
+        log.debug("symbolic shape inference failed: %s", exc)
+        return {}
+    if inferred is None:
+        return {}
+    known = _value_infos(inferred)
+    found = {}
+    for name in gaps:
+        value_info = known.get(name)
+        if value_info is not None and value_info.type.WhichOneof("value") == "tensor_type" and (
+            value_info.type.tensor_type.elem_type and value_info.type.tensor_type.HasField("shape")
+        ):
+            found[name] = value_info.type
+    return found
+
+
+def _probe_feeds(specs: Sequence[InputSpec]) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    zeros = {s.name: np.zeros(s.shape, dtype=s.dtype) for s in specs}
+    other = {}
+    for s in specs:
+        if np.issubdtype(s.dtype, np.floating):
+            other[s.name] = rng.random(s.shape).astype(s.dtype)
+        else:
+            other[s.name] = np.ones(s.shape, dtype=s.dtype)
+    return [zeros, other]
+
+
+def _run_shapes(model: onnx.ModelProto, gaps: Sequence[str]) -> dict[str, onnx.TypeProto]:
+    """Types of ``gaps`` read from running the model in ONNX Runtime on zeros and on random inputs.
+
+    A dimension that differs between the two runs is data dependent: it gets a symbolic name instead of a
+    size. Returns {} when the model cannot be run (dynamic inputs, too large, or ONNX Runtime fails)."""
+    import onnxruntime
+
+    specs = input_specs(model)
+    if not all(spec.is_static for spec in specs):
+        return {}
+    graph_outputs = len(model.graph.output)
+    existing = {out.name for out in model.graph.output}
+    # the gaps become extra graph outputs for the run (on the model itself: no copy of a large model)
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in gaps if name not in existing)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    runs: list[list] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="precision-lab-probe-") as tmp:
+            if model.ByteSize() > _INLINE_LIMIT:
+                source: bytes | str = str(Path(tmp) / "probe.onnx")
+                save_model(model, source, external_threshold_bytes=0)
+            else:
+                source = model.SerializeToString()
+            session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+            for feed in _probe_feeds(specs):
+                try:
+                    runs.append(session.run(list(gaps), feed))
+                except Exception as exc:  # noqa: BLE001 - a feed the model rejects: use the other run
+                    log.debug("shape probe run failed: %s", exc)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("shape probe session failed: %s", exc)
+    finally:
+        del model.graph.output[graph_outputs:]
+    if not runs:
+        return {}
+    found = {}
+    for position, name in enumerate(gaps):
+        values = [run[position] for run in runs]
+        if not all(isinstance(value, np.ndarray) for value in values):
+            continue
+        shapes = [value.shape for value in values]
+        if len({len(shape) for shape in shapes}) != 1:
+            continue
+        dims: list[int | str] = [
+            sizes[0] if len(set(sizes)) == 1 else f"{name}_dim{axis}" for axis, sizes in enumerate(zip(*shapes))
+        ]
+        elem_type = helper.np_dtype_to_tensor_dtype(values[0].dtype)
+        found[name] = helper.make_tensor_type_proto(elem_type, dims)
+    return found
+
+
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference, completed by symbolic inference and then by a probe run where it leaves gaps."""
     del model.graph.value_info[:]
     try:
-        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        model = _onnx_infer_shapes(model)
     except Exception as exc:
         raise InputError(
             f"ONNX shape inference failed on the model ({str(exc).splitlines()[0][:200]}); "
             "fix the shapes with --input-shape or re-export the model"
         ) from exc
+    gaps = _shape_gaps(model)
+    for way, fill in (("symbolic shape inference", _symbolic_shapes), ("a probe run", _run_shapes)):
+        if not gaps:
+            break
+        found = fill(model, gaps)
+        if found:
+            _merge_value_infos(model, found)
+            log.debug("ONNX shape inference left %d tensors without a static shape; %s typed %d",
+                      len(gaps), way, len(found))
+        gaps = _shape_gaps(model)
+    if gaps:
+        log.debug("tensors without a static shape after preparation: %s", gaps[:10])
+    return model
 
 
 def prepare_model(
@@ -369,6 +601,7 @@ def prepare_model(
                 f"cannot raise the model's opset {original_opset} to {MIN_OPSET} for per-channel Q/DQ "
                 f"({str(exc).splitlines()[0][:160]}); re-export the model with opset >= {MIN_OPSET}"
             ) from exc
+    _normalize_old_export(model)
     _fix_input_shapes(model, specs, dict(input_shapes or {}))
     model = _infer_shapes(model)
     model = _fold_constants(model)
@@ -380,7 +613,7 @@ def prepare_model(
         model=model,
         path=path,
         sha256=sha256,
-        prepared_sha256=hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest(),
+        prepared_sha256=model_digest(model),
         inputs=fixed_specs,
         output_names=output_names,
         renamed_nodes=renamed,

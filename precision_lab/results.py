@@ -96,7 +96,8 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class LayerSensitivity:
-    """A candidate layer, its rank (0 = most sensitive) and the sensitivity values measured."""
+    """A candidate layer, its rank (0 = most sensitive) and the sensitivity values measured (``signal``: the
+    one-pass error it adds, used by the fast search)."""
 
     name: str
     op_type: str
@@ -104,6 +105,7 @@ class LayerSensitivity:
     rank: int
     isolate: float | None = None
     leave_one_out: float | None = None
+    signal: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class SweepResult:
     evaluation_records: tuple[Evaluation, ...]
     wall_seconds: float
     out_dir: str
+    search: str = "full"
     quantization: dict = field(default_factory=dict)
     exports: dict = field(default_factory=dict)
     backend_info: dict = field(default_factory=dict)
@@ -147,11 +150,13 @@ class SweepResult:
 
     @property
     def layers(self):
-        """One row per candidate layer: name, op_type, index, rank, isolate, leave_one_out, fp32."""
+        """One row per candidate layer: name, op_type, index, rank, isolate, leave_one_out, signal, fp32."""
         import pandas as pd
 
         rows = [asdict(layer) | {"fp32": layer.name in self.plan.fp32_layers} for layer in self.layer_results]
-        return pd.DataFrame(rows, columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "fp32"])
+        return pd.DataFrame(
+            rows, columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "signal", "fp32"]
+        )
 
     @property
     def evaluations(self):
@@ -259,6 +264,7 @@ class SweepResult:
             ),
             wall_seconds=data["wall_seconds"],
             out_dir=data["out_dir"],
+            search=data.get("search", "full"),
             quantization=data.get("quantization", {}),
             exports=data.get("exports", {}),
             backend_info=data.get("backend_info", {}),

@@ -41,7 +41,16 @@ from precision_lab.plan import plan_document
 from precision_lab.qdq import RECIPES, QdqBuilder, resolve_op_types, tensors_to_calibrate
 from precision_lab.report import write_report
 from precision_lab.results import RESULT_NAME, Evaluation, LayerSensitivity, Plan, SweepResult
-from precision_lab.search import MinimalPlan, Outcome, drive, minimal_plan_search, rank_layers, sensitivity_plans
+from precision_lab.search import (
+    MinimalPlan,
+    Outcome,
+    drive,
+    fast_plan_search,
+    minimal_plan_search,
+    rank_layers,
+    sensitivity_plans,
+)
+from precision_lab.signals import layer_signals
 from precision_lab.search.sensitivity import SENSITIVITY_MODES
 
 __all__ = ["sweep", "DEFAULT_TOLERANCES", "default_out_dir"]
@@ -182,9 +191,10 @@ def _resolve_metric(metric: str, direction: str | None, tolerance: float | None)
 
 
 def _search(
-    evaluator: _Evaluator, names: Sequence[str], sensitivity: str
+    evaluator: _Evaluator, names: Sequence[str], sensitivity: str, search: str, signals: Callable[[], dict[str, float]]
 ) -> tuple[list[Outcome], dict[str, dict[str, float]], list[str], MinimalPlan]:
-    """Baselines, per-layer sensitivity, ranking and the minimal-plan search."""
+    """Baselines, the ranking (per-layer sensitivity, or one-pass signals for ``search="fast"``) and the
+    minimal-plan search. Returns baselines, measured values by kind, the ranking and the search result."""
     metric, tolerance = evaluator.metric, evaluator.tolerance
     baselines = evaluator.evaluate([frozenset(), frozenset(names)], "baseline")
     if not baselines[1].passed:
@@ -194,18 +204,25 @@ def _search(
             f"tolerance {tolerance:g}; no plan can meet it. Loosen --tolerance or check the metric"
         )
     values: dict[str, dict[str, float]] = {}
-    plans = sensitivity_plans(names, sensitivity)
-    outcomes = evaluator.evaluate([plan for _, plan in plans], f"sensitivity ({sensitivity})")
-    for (kind, plan), outcome in zip(plans, outcomes):
-        layer = next(iter(set(names) - plan)) if kind == "isolate" else next(iter(plan))
-        values.setdefault(kind, {})[layer] = outcome.value
-    ranking = rank_layers(
-        names,
-        isolate=values.get("isolate"),
-        leave_one_out=values.get("leave-one-out"),
-        higher_is_better=metric.higher_is_better,
-    )
-    found = drive(minimal_plan_search(ranking), lambda batch: evaluator.evaluate(batch, "search"))
+    if search == "fast":
+        values["signal"] = signals()
+        position = {name: i for i, name in enumerate(names)}
+        ranking = sorted(names, key=lambda n: (-values["signal"][n], position[n]))
+        strategy = fast_plan_search(ranking)
+    else:
+        plans = sensitivity_plans(names, sensitivity)
+        outcomes = evaluator.evaluate([plan for _, plan in plans], f"sensitivity ({sensitivity})")
+        for (kind, plan), outcome in zip(plans, outcomes):
+            layer = next(iter(set(names) - plan)) if kind == "isolate" else next(iter(plan))
+            values.setdefault(kind, {})[layer] = outcome.value
+        ranking = rank_layers(
+            names,
+            isolate=values.get("isolate"),
+            leave_one_out=values.get("leave-one-out"),
+            higher_is_better=metric.higher_is_better,
+        )
+        strategy = minimal_plan_search(ranking)
+    found = drive(strategy, lambda batch: evaluator.evaluate(batch, "search"))
     return baselines, values, ranking, found
 
 
@@ -225,7 +242,11 @@ def _resolve_backend(backend: str | Backend, options: Mapping[str, object] | Non
     return chosen, reason
 
 
-def _check_options(*, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int) -> None:
+def _check_options(
+    *, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int, search: str
+) -> None:
+    if search not in ("full", "fast"):
+        raise InputError(f"unknown search '{search}'; choose full or fast")
     if recipe not in RECIPES:
         raise InputError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
     if sensitivity not in SENSITIVITY_MODES:
@@ -290,6 +311,7 @@ def sweep(
     backend_options: Mapping[str, object] | None = None,
     resume: bool = True,
     progress: bool = True,
+    search: str = "full",
     jobs: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
@@ -304,7 +326,9 @@ def sweep(
     ``data_loader_script`` is given, output in ``reports/<model name>/``, resuming a journal found there.
     """
     started = time.perf_counter()
-    _check_options(recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed)
+    _check_options(
+        recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search
+    )
     metric_obj, tolerance, custom = _resolve_metric(metric, metric_direction, tolerance)
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
     op_types = resolve_op_types(recipe, ops)
@@ -391,7 +415,13 @@ def sweep(
             progress=_Progress(progress),
         )
         try:
-            baselines, sensitivity_values, ranking, found = _search(evaluator, names, sensitivity)
+            baselines, sensitivity_values, ranking, found = _search(
+            evaluator,
+            names,
+            sensitivity,
+            search,
+            lambda: layer_signals(prepared, builder, candidates, dataset.eval),
+        )
         finally:
             evaluator.close()
 
@@ -405,6 +435,7 @@ def sweep(
                 rank=rank_of[c.name],
                 isolate=sensitivity_values.get("isolate", {}).get(c.name),
                 leave_one_out=sensitivity_values.get("leave-one-out", {}).get(c.name),
+                signal=sensitivity_values.get("signal", {}).get(c.name),
             )
             for c in sorted(candidates, key=lambda c: rank_of[c.name])
         )
@@ -452,7 +483,8 @@ def sweep(
             },
             metric={"name": metric_obj.name, "direction": metric_obj.direction, "tolerance": tolerance},
             output_slices=tuple(s.label for s in slices),
-            sensitivity=sensitivity,
+            sensitivity=sensitivity if search == "full" else "signals",
+            search=search,
             status=found.status,
             plan=plan,
             baselines={"all_int8": baselines[0].value, "all_fp32": baselines[1].value},

@@ -158,3 +158,47 @@ def test_every_subset_search_is_one_minimal_on_small_monotone_problems():
             assert sorted(result.fp32_layers) == sorted(planted)
             if planted:
                 assert_one_minimal(result, fake)
+
+
+# --- fast search --------------------------------------------------------------------------------------------
+
+def _bound(k: int, n: int) -> int:
+    import math
+
+    return 2 * k * math.ceil(math.log2(n)) + 4
+
+
+@pytest.mark.parametrize("planted", [("l0",), ("l7",), ("l4", "l10"), ("l1", "l6", "l11"), ("l11",)])
+@pytest.mark.parametrize("order", ["graph", "reversed", "shuffled"])
+def test_fast_search_finds_the_planted_layers_within_the_bound(planted, order):
+    from precision_lab.search import fast_plan_search
+
+    errors = {name: 0.0005 for name in LAYERS} | {name: 0.5 for name in planted}
+    fake = FakeEvaluator(errors, tolerance=0.05)
+    ordering = {"graph": LAYERS, "reversed": LAYERS[::-1],
+                "shuffled": [LAYERS[i] for i in (5, 2, 9, 0, 11, 7, 3, 8, 1, 10, 4, 6)]}[order]
+    result = drive(fast_plan_search(ordering), fake)
+    assert sorted(result.fp32_layers) == sorted(planted)
+    assert_one_minimal(result, fake)
+    assert fake.calls <= _bound(len(planted), len(LAYERS))
+
+
+def test_fast_search_empty_and_unattainable():
+    from precision_lab.search import fast_plan_search
+
+    fake = FakeEvaluator({name: 0.001 for name in LAYERS}, tolerance=0.05)
+    assert drive(fast_plan_search(LAYERS), fake).status == "all-int8-passes"
+    assert fake.calls == 2
+    fake = FakeEvaluator({name: 0.001 for name in LAYERS}, tolerance=-1)
+    assert drive(fast_plan_search(LAYERS), fake).status == "unattainable"
+
+
+def test_fast_search_interacting_layers_is_one_minimal():
+    from precision_lab.search import fast_plan_search
+
+    errors = {name: 0.004 for name in LAYERS}
+    pairs = {frozenset({"l1", "l5"}): 0.2, frozenset({"l3", "l8"}): 0.2}
+    fake = FakeEvaluator(errors, tolerance=0.05, pairs=pairs)
+    result = drive(fast_plan_search(LAYERS), fake)
+    assert result.status == "found"
+    assert_one_minimal(result, fake)

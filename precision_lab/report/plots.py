@@ -32,8 +32,13 @@ def _plain_text(plot):
 
 
 def sensitivity_column(result: SweepResult) -> str:
-    """The measured sensitivity column to show: ``isolate`` when measured, else ``leave_one_out``."""
-    return "isolate" if result.layers["isolate"].notna().any() else "leave_one_out"
+    """The measured sensitivity column to show: ``isolate``, else ``leave_one_out``, else the fast search's
+    ``signal``."""
+    layers = result.layers
+    for column in ("isolate", "leave_one_out"):
+        if layers[column].notna().any():
+            return column
+    return "signal"
 
 
 def _use_log(values, metric_lower_better: bool) -> bool:
@@ -56,13 +61,17 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     ax.barh(positions, [v if math.isfinite(v) else 0 for v in values], color=colors)
     ax.set_yticks(positions, [f"{name} ({op})" for name, op in zip(layers["name"], layers["op_type"])], fontsize=8)
     lower = metric["direction"] == "lower"
-    if _use_log(values, lower):
+    if _use_log(values, lower or column == "signal"):
         ax.set_xscale("log")
     if column == "isolate":
         ax.axvline(metric["tolerance"], color="k", linestyle="--", linewidth=1, label=f"tolerance {metric['tolerance']:g}")
         ax.legend(loc="lower right", fontsize=8)
-    kind = "only this layer INT8" if column == "isolate" else "all INT8 but this layer"
-    ax.set_xlabel(f"{metric['name']} with {kind}")
+    labels = {
+        "isolate": f"{metric['name']} with only this layer INT8",
+        "leave_one_out": f"{metric['name']} with all INT8 but this layer",
+        "signal": "rel-l2 this layer adds in the all-INT8 model (one-pass signal)",
+    }
+    ax.set_xlabel(labels[column])
     ax.set_title(f"Layer sensitivity (top {len(layers)} of {len(result.layer_results)}; red = kept FP32)", fontsize=10)
     return fig
 

@@ -6,6 +6,7 @@ any evaluation function, which is how tests use a fake evaluator and the sweep u
 """
 
 from precision_lab.search.base import Outcome, Strategy, drive
+from precision_lab.search.fast import fast_plan_search
 from precision_lab.search.minimal import MinimalPlan, minimal_plan_search
 from precision_lab.search.sensitivity import SENSITIVITY_MODES, rank_layers, sensitivity_plans
 
@@ -15,6 +16,7 @@ __all__ = [
     "drive",
     "MinimalPlan",
     "minimal_plan_search",
+    "fast_plan_search",
     "SENSITIVITY_MODES",
     "rank_layers",
     "sensitivity_plans",

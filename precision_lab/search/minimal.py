@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from precision_lab.search.base import Outcome, Strategy
 
-__all__ = ["MinimalPlan", "minimal_plan_search"]
+__all__ = ["MinimalPlan", "minimal_plan_search", "prune"]
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,17 @@ def minimal_plan_search(ranking: Sequence[str]) -> Strategy[MinimalPlan]:
             failing = middle
 
     current = list(ranking[:passing])
-    evidence: dict[str, Outcome] = {}
-    if passing == 1:
-        evidence[current[0]] = all_int8
-    while True:  # pruning passes, least sensitive first, until every pinned layer has a current proof
+    evidence: dict[str, Outcome] = {current[0]: all_int8} if passing == 1 else {}
+    current, best = yield from prune(current, best, evidence)
+    return MinimalPlan("found", tuple(current), best, all_int8, all_fp32, {n: evidence[n] for n in current})
+
+
+def prune(current: list[str], best: Outcome, evidence: dict[str, Outcome]) -> Strategy[tuple[list[str], Outcome]]:
+    """Pruning passes over the passing plan ``current`` (most sensitive first; its outcome ``best``): try
+    returning each layer to INT8, least sensitive first, until every layer L left has in ``evidence`` a failing
+    outcome of exactly ``current - {L}``. Returns the pruned plan and its outcome."""
+    current = list(current)
+    while True:
         for name in reversed(list(current)):
             trial = frozenset(current) - {name}
             if name in evidence and evidence[name].fp32_layers == trial:
@@ -70,5 +77,4 @@ def minimal_plan_search(ranking: Sequence[str]) -> Strategy[MinimalPlan]:
                 evidence[name] = outcome
         plan = frozenset(current)
         if all(evidence[name].fp32_layers == plan - {name} for name in current):
-            break
-    return MinimalPlan("found", tuple(current), best, all_int8, all_fp32, {n: evidence[n] for n in current})
+            return current, best

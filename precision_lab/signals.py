@@ -1,0 +1,77 @@
+"""One-pass signals: how much error each layer adds, from a single run of the all-INT8 model.
+
+The all-INT8 Q/DQ model and the FP32 model are run once on the evaluation feeds with every candidate's input
+and output tensors exposed. A layer's signal is the rel-l2 of its output minus the largest rel-l2 of its
+inputs: the error it adds itself, not the error it inherits. Signals only order the search; every plan the
+tool reports is still evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from precision_lab.data import Feed
+from precision_lab.model import Candidate, PreparedModel
+from precision_lab.qdq import QdqBuilder
+
+__all__ = ["layer_signals"]
+
+
+def _expose(model: onnx.ModelProto, tensors: Sequence[str]) -> bytes:
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    present = {out.name for out in exposed.graph.output}
+    for name in tensors:
+        if name not in present:
+            exposed.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return exposed.SerializeToString()
+
+
+def _run(model: bytes, feeds: Sequence[Feed], tensors: Sequence[str]) -> dict[str, list[np.ndarray]]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    values: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
+    for feed in feeds:
+        for name, value in zip(tensors, session.run(list(tensors), dict(feed))):
+            values[name].append(np.asarray(value, dtype=np.float64))
+    return values
+
+
+def _rel_l2(y: list[np.ndarray], r: list[np.ndarray]) -> float:
+    err = sum(float(np.sum((a - b) ** 2)) for a, b in zip(y, r))
+    ref = sum(float(np.sum(b * b)) for b in r)
+    return float(np.sqrt(err / ref)) if ref > 0 else (0.0 if err == 0 else float("inf"))
+
+
+def layer_signals(
+    prepared: PreparedModel, builder: QdqBuilder, candidates: Sequence[Candidate], feeds: Sequence[Feed]
+) -> dict[str, float]:
+    """Error each candidate adds in the all-INT8 model (larger = more suspicious), from one run of each model."""
+    initializers = {init.name for init in prepared.model.graph.initializer}
+    graph_inputs = {value.name for value in prepared.model.graph.input}
+    nodes = {node.name: node for node in prepared.model.graph.node}
+    io: dict[str, tuple[list[str], list[str]]] = {}
+    for candidate in candidates:
+        node = nodes[candidate.name]
+        inputs = [t for t in node.input if t and t not in initializers]
+        io[candidate.name] = (inputs, [t for t in node.output if t])
+    tensors = sorted({t for ins, outs in io.values() for t in ins + outs})
+    reference = _run(_expose(prepared.model, tensors), feeds, tensors)
+    quantized = _run(_expose(builder.build(()), tensors), feeds, tensors)
+    error: Mapping[str, float] = {
+        t: 0.0 if t in graph_inputs else _rel_l2(quantized[t], reference[t]) for t in tensors
+    }
+    signals = {}
+    for name, (inputs, outputs) in io.items():
+        inherited = max((error[t] for t in inputs), default=0.0)
+        added = max((error[t] for t in outputs), default=0.0)
+        signals[name] = max(0.0, added - inherited)
+    return signals

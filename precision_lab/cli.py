@@ -109,7 +109,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
     search.add_argument(
-        "--jobs", "-j", type=int, default=1, help="evaluate in N worker processes (default 1; results are identical)"
+        "--jobs", "-j", type=int, default=1,
+        help="N workers: processes, or Ray actors with --executor ray (default 1; results are identical)",
+    )
+    search.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="where evaluations run: local (default) or ray (pip install 'precision-lab[ray]')",
+    )
+    search.add_argument(
+        "--ray-address", metavar="ADDR", default=None,
+        help="Ray cluster for --executor ray: auto, HOST:6379 or ray://HOST:10001 (default: a local Ray instance)",
     )
     search.add_argument("--top", type=int, default=15, help="rows of the ranking to print (default 15)")
     _add_common(sweep)
@@ -214,6 +223,8 @@ def _print_sweep(result, top: int) -> None:
 def _cmd_sweep(args) -> int:
     from precision_lab.sweep import sweep
 
+    if args.ray_address and args.executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
     result = sweep(
         args.model,
         data=args.data,
@@ -239,6 +250,8 @@ def _cmd_sweep(args) -> int:
         resume=not args.no_resume,
         progress=not args.quiet,
         jobs=args.jobs,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     _print_sweep(result, args.top)
     return 0

@@ -37,6 +37,7 @@ __all__ = [
     "get_metric",
     "load_custom_metric",
     "compare_outputs",
+    "StreamingComparison",
     "Comparison",
     "ChannelStats",
     "worst_value",
@@ -324,48 +325,60 @@ def _make_compare_func(slices: Sequence[OutputSlice]):
     return PartStatsCompareFunc()
 
 
+class StreamingComparison:
+    """Accumulates a :class:`Comparison` one iteration at a time, so no evaluation holds all its outputs.
+
+    Each iteration's outputs are paired with the reference's by name by Polygraphy's comparison function
+    (``run_comparison``). It is called per iteration rather than through ``Comparator.compare_accuracy``, which
+    also computes medians and histograms of every output for log lines that precision-lab never prints.
+    """
+
+    def __init__(self, slices: Sequence[OutputSlice] = ()) -> None:
+        self.slices = tuple(slices)
+        self.total = Comparison({}, {}, {})
+        self._compare = _make_compare_func(self.slices)
+        self.iterations = 0
+
+    def add(self, output: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> None:
+        from polygraphy.comparator.struct import IterationResult
+
+        if self.iterations == 0:
+            missing = set(reference) - set(output)
+            if missing:
+                raise InputError(f"outputs {sorted(missing)} of the reference are missing from the evaluated model")
+            for part in self.slices:
+                if part.output not in reference:
+                    raise InputError(
+                        f"--output-slice names output '{part.output}', but the outputs are {sorted(reference)}"
+                    )
+        per_output = self._compare(
+            IterationResult(OrderedDict(output), runner_name="candidate"),
+            IterationResult(OrderedDict(reference), runner_name="reference"),
+        )
+        total = self.total
+        for name, output_stats in per_output.items():
+            for part, stats in output_stats.parts.items():
+                total.parts[part] = total.parts[part].merge(stats) if part in total.parts else stats
+            total.outputs[name] = total.outputs[name].merge(output_stats.whole) if name in total.outputs else output_stats.whole
+            if output_stats.channels is not None:
+                channels = total.channels.get(name)
+                total.channels[name] = channels.merge(output_stats.channels) if channels else output_stats.channels
+        self.iterations += 1
+
+
 def compare_outputs(
     outputs: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Mapping[str, np.ndarray]],
     *,
     slices: Sequence[OutputSlice] = (),
 ) -> Comparison:
-    """Statistics over all iterations, outputs paired by name through Polygraphy's comparator."""
-    from polygraphy.comparator.struct import IterationResult
-
+    """Statistics over all iterations, outputs paired by name through Polygraphy's comparison function."""
     if len(outputs) != len(reference):
         raise InputError(f"{len(outputs)} output iterations but {len(reference)} reference iterations")
-    missing = set(reference[0]) - set(outputs[0]) if reference else set()
-    if missing:
-        raise InputError(f"outputs {sorted(missing)} of the reference are missing from the evaluated model")
-    known = set(reference[0]) if reference else set()
-    for part in slices:
-        if part.output not in known:
-            raise InputError(f"--output-slice names output '{part.output}', but the outputs are {sorted(known)}")
-    # Polygraphy's comparison function pairs the outputs of each iteration by name (run_comparison). It is
-    # called per iteration rather than through Comparator.compare_accuracy, which also computes medians and
-    # histograms of every output for log lines that precision-lab never prints (a third of the time).
-    compare_func = _make_compare_func(slices)
-    per_iterations = [
-        compare_func(
-            IterationResult(OrderedDict(out), runner_name="candidate"),
-            IterationResult(OrderedDict(ref), runner_name="reference"),
-        )
-        for out, ref in zip(outputs, reference)
-    ]
-    total = Comparison({}, {}, {})
-
-    def add(table: dict, key: str, stats) -> None:
-        table[key] = table[key].merge(stats) if key in table else stats
-
-    for per_iteration in per_iterations:
-        for name, output_stats in per_iteration.items():
-            for part, stats in output_stats.parts.items():
-                add(total.parts, part, stats)
-            add(total.outputs, name, output_stats.whole)
-            if output_stats.channels is not None:
-                add(total.channels, name, output_stats.channels)
-    return total
+    comparison = StreamingComparison(slices)
+    for output, ref in zip(outputs, reference):
+        comparison.add(output, ref)
+    return comparison.total
 
 
 def worst_value(part_values: Mapping[str, Mapping[str, float]], metric: Metric) -> tuple[float, str]:

@@ -7,14 +7,14 @@ sweep. A :class:`WorkerSpec` is everything a worker needs, sent to it once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from precision_lab.backends import Backend, PlanBuild
 from precision_lab.calibration import Ranges
-from precision_lab.compare import OutputSlice, compare_outputs, load_custom_metric
+from precision_lab.compare import OutputSlice, StreamingComparison, load_custom_metric
 from precision_lab.data import Feed
 from precision_lab.errors import EvaluationError
 from precision_lab.model import Candidate, PreparedModel
@@ -33,7 +33,7 @@ class WorkerSpec:
     recipe: str
     backend: Backend
     eval_feeds: tuple[Feed, ...]
-    reference: tuple[Mapping[str, np.ndarray], ...]
+    reference: Sequence[Mapping[str, np.ndarray]]  # a ReferenceStore: pickles as its folder
     slices: tuple[OutputSlice, ...]
     custom_spec: str | None = None
 
@@ -61,20 +61,32 @@ class PlanRunner:
             model = self.builder.build(fp32)
             plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
             seconds["qdq"] = time.perf_counter() - start
-            outputs, timings = spec.backend.run(plan_build, spec.eval_feeds)
-            seconds["build"], seconds["infer"] = timings.build, timings.infer
+            comparison = StreamingComparison(spec.slices)
+            kept: list[dict[str, np.ndarray]] = []  # only a custom metric needs every output at once
+            compare_seconds = 0.0
+
+            def on_output(index: int, output: dict[str, np.ndarray]) -> None:
+                nonlocal compare_seconds
+                started = time.perf_counter()
+                comparison.add(output, spec.reference[index])
+                if self.custom is not None:
+                    kept.append(output)
+                compare_seconds += time.perf_counter() - started
+
+            _, timings = spec.backend.run(plan_build, spec.eval_feeds, on_output)
+            seconds["build"], seconds["infer"] = timings.build, timings.infer - compare_seconds
             if timings.latency_ms is not None:
                 seconds["latency_ms"] = timings.latency_ms
-            compare_start = time.perf_counter()
-            comparison = compare_outputs(outputs, spec.reference, slices=spec.slices)
-            fields["parts"] = {part: s.values() for part, s in comparison.parts.items()}
-            fields["outputs"] = {name: s.values() for name, s in comparison.outputs.items()}
-            fields["channels"] = {name: c.to_json() for name, c in comparison.channels.items()}
+            started = time.perf_counter()
+            total = comparison.total
+            fields["parts"] = {part: s.values() for part, s in total.parts.items()}
+            fields["outputs"] = {name: s.values() for name, s in total.outputs.items()}
+            fields["channels"] = {name: c.to_json() for name, c in total.channels.items()}
             if self.custom is not None:
-                joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
-                joined_ref = {name: np.concatenate([r[name] for r in spec.reference]) for name in spec.reference[0]}
+                joined = {name: np.concatenate([o[name] for o in kept]) for name in kept[0]}
+                joined_ref = {name: np.concatenate([spec.reference[i][name] for i in range(len(kept))]) for name in kept[0]}
                 fields["custom"] = float(self.custom(joined, joined_ref))
-            seconds["compare"] = time.perf_counter() - compare_start
+            seconds["compare"] = compare_seconds + time.perf_counter() - started
         except EvaluationError as exc:
             fields["status"], fields["error"] = "failed", str(exc)
         seconds["total"] = time.perf_counter() - start

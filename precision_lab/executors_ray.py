@@ -37,13 +37,19 @@ class _PlanActor:
 
     def __init__(self, spec: WorkerSpec, driver_node: str) -> None:
         logging.getLogger("precision_lab").setLevel(logging.ERROR)
-        _node_local_caches(spec, driver_node)
-        self.runner = PlanRunner.from_spec(spec)
+        self.error: PrecisionLabError | None = None
+        try:
+            _node_local_caches(spec, driver_node)
+            self.runner = PlanRunner.from_spec(spec)
+        except PrecisionLabError as exc:  # e.g. a custom metric file missing on this node: re-raised by run(),
+            self.error = exc  # where Ray keeps the exception (a failed constructor only gives "actor died")
 
     def ready(self) -> bool:
         return True
 
     def run(self, plan: Plan) -> dict:
+        if self.error is not None:
+            raise self.error
         return self.runner.run(plan)
 
 
@@ -191,8 +197,8 @@ class RayExecutor:
             for ref in pending:  # the consumer stopped early (an error): drop the queued evaluations
                 try:
                     ray.cancel(ref)
-                except Exception:  # noqa: BLE001 - best effort; close() kills the actors anyway
-                    pass
+                except Exception as exc:  # noqa: BLE001 - best effort; close() kills the actors anyway
+                    log.debug("could not cancel a Ray evaluation: %s", exc)
 
     def _result(self, ref) -> dict:
         try:
@@ -208,8 +214,8 @@ class RayExecutor:
         for actor in self._actors:
             try:
                 ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            except Exception as exc:  # noqa: BLE001 - already gone
+                log.debug("could not kill a Ray worker: %s", exc)
         self._actors = []
         if self.started_ray and ray.is_initialized():
             ray.shutdown()

@@ -128,7 +128,7 @@ def load_model(path: str | os.PathLike) -> tuple[onnx.ModelProto, str]:
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty; re-export or re-download the model")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError, onnx raises on external data problems
         missing = _missing_external_data(path)
         if missing:
@@ -161,7 +161,7 @@ def _missing_external_data(path: Path) -> list[str]:
     """External data files that the model at ``path`` refers to and that do not exist beside it."""
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 - unreadable: the caller reports it
         return []
     tensors = list(model.graph.initializer)
     for node in model.graph.node:
@@ -300,7 +300,7 @@ def _normalize_old_export(model: onnx.ModelProto) -> None:
         model.graph.input.extend(keep)
     try:
         needed = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - old onnx: the IR 4 floor below still applies
         needed = 4
     model.ir_version = max(model.ir_version, needed, 4)  # IR 4: initializers need not be graph inputs
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from precision_lab.backends import Backend, resolve_backend
 from precision_lab.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, calibrate
@@ -38,6 +37,7 @@ from precision_lab.model import (
     prepare_model,
 )
 from precision_lab.plan import plan_document
+from precision_lab.reference import ReferenceStore, build_reference
 from precision_lab.qdq import RECIPES, QdqBuilder, resolve_op_types, tensors_to_calibrate
 from precision_lab.report import write_report
 from precision_lab.results import RESULT_NAME, Evaluation, LayerSensitivity, Plan, SweepResult
@@ -96,31 +96,23 @@ class _Progress:
         self._bars.clear()
 
 
-def _reference_outputs(prepared: PreparedModel, feeds: Sequence[Feed], cache_dir: Path, fingerprint: str) -> list[dict]:
-    """FP32 outputs of the original model on the evaluation feeds (ONNX Runtime CPU), cached on disk."""
+def _reference_outputs(
+    prepared: PreparedModel, feeds: Sequence[Feed], cache_dir: Path, fingerprint: str
+) -> ReferenceStore:
+    """FP32 outputs of the original model on the evaluation feeds (ONNX Runtime CPU), computed once, kept on
+    disk in ``cache_dir`` and read lazily."""
     from precision_lab.backends.onnxrt import OnnxRuntimeBackend
 
     backend = OnnxRuntimeBackend()
     key = _hash(prepared.sha256, fingerprint, backend.identity(), sorted(s.name for s in prepared.inputs))[:32]
-    path = cache_dir / f"reference-{key}.npz"
-    if path.exists():
-        with np.load(path, allow_pickle=False) as archive:
-            outputs: list[dict] = [{} for _ in range(len(feeds))]
-            for entry in archive.files:
-                index, _, name = entry.partition("/")
-                outputs[int(index)][name] = archive[entry]
-            if all(outputs):
-                return outputs
-    try:
-        outputs, _ = backend.run(prepared.path.read_bytes(), feeds)
-    except EvaluationError:
-        outputs, _ = backend.run(prepared.model, feeds)  # e.g. external data: the prepared copy is loaded
-    import io
 
-    buffer = io.BytesIO()
-    np.savez(buffer, **{f"{i}/{name}": value for i, out in enumerate(outputs) for name, value in out.items()})
-    write_bytes_atomic(path, buffer.getvalue())
-    return outputs
+    def run(feeds, on_output):
+        try:
+            backend.run(prepared.path.read_bytes(), feeds, on_output)
+        except EvaluationError:
+            backend.run(prepared.model, feeds, on_output)  # e.g. external data: the prepared copy is loaded
+
+    return build_reference(run, feeds, cache_dir / f"reference-{key}")
 
 
 @dataclass
@@ -398,7 +390,7 @@ def sweep(
             recipe=recipe,
             backend=backend_obj,
             eval_feeds=tuple(dataset.eval),
-            reference=tuple(reference),
+            reference=reference,
             slices=tuple(slices),
             custom_spec=metric if custom else None,
         )

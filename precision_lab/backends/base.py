@@ -7,7 +7,7 @@ cache folder), then runs one :class:`PlanBuild` per evaluation. Explicit-quantiz
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -52,7 +52,11 @@ class Backend(Protocol):
         ...
 
     def run(
-        self, plan: PlanBuild, feeds: Sequence[dict[str, np.ndarray]]
+        self,
+        plan: PlanBuild,
+        feeds: Sequence[dict[str, np.ndarray]],
+        on_output: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> tuple[list[dict[str, np.ndarray]], RunTimings]:
-        """Build ``plan`` and run it on ``feeds``. Raises ``EvaluationError`` when it cannot be built or run."""
+        """Build ``plan`` and run it on ``feeds``; with ``on_output`` each feed's outputs are handed over as they
+        are produced instead of returned. Raises ``EvaluationError`` when it cannot be built or run."""
         ...

@@ -7,7 +7,7 @@ kernels: the numerics of an ideal INT8 engine, not INT8 speed.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -67,9 +67,15 @@ class OnnxRuntimeBackend:
         """Nothing to prepare: each plan's Q/DQ model is self-contained."""
 
     def run(
-        self, plan: PlanBuild | onnx.ModelProto | bytes, feeds: Sequence[dict[str, np.ndarray]]
+        self,
+        plan: PlanBuild | onnx.ModelProto | bytes,
+        feeds: Sequence[dict[str, np.ndarray]],
+        on_output: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> tuple[list[dict[str, np.ndarray]], RunTimings]:
-        """Outputs of the plan's Q/DQ model (or of a model) for each feed, and build / inference seconds."""
+        """Outputs of the plan's Q/DQ model (or of a model) for each feed, and build / inference seconds.
+
+        With ``on_output``, each feed's outputs go to ``on_output(index, outputs)`` as they are produced and are
+        not kept (the returned list is empty)."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
         model = plan.qdq_model if isinstance(plan, PlanBuild) else plan
@@ -79,8 +85,12 @@ class OnnxRuntimeBackend:
         with runner:
             built = time.perf_counter()
             try:
-                for feed in feeds:
-                    outputs.append({name: np.array(value) for name, value in runner.infer(feed).items()})
+                for index, feed in enumerate(feeds):
+                    result = {name: np.array(value) for name, value in runner.infer(feed).items()}
+                    if on_output is None:
+                        outputs.append(result)
+                    else:
+                        on_output(index, result)
             except Exception as exc:
                 raise EvaluationError(f"ONNX Runtime inference failed: {str(exc).splitlines()[0][:300]}") from exc
         done = time.perf_counter()

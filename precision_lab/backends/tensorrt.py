@@ -27,7 +27,7 @@ import re
 import shlex
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -352,9 +352,13 @@ class TensorRTBackend:
     # --- running -----------------------------------------------------------------------------------------
 
     def run(
-        self, plan: PlanBuild, feeds: Sequence[dict[str, np.ndarray]]
+        self,
+        plan: PlanBuild,
+        feeds: Sequence[dict[str, np.ndarray]],
+        on_output: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> tuple[list[dict[str, np.ndarray]], RunTimings]:
-        """Build ``plan`` and run it on ``feeds``: outputs per feed, build/inference seconds, median latency."""
+        """Build ``plan`` and run it on ``feeds``: outputs per feed (or each passed to ``on_output(index,
+        outputs)`` and not kept), build/inference seconds, median latency."""
         from polygraphy.backend.trt import TrtRunner
 
         start = time.perf_counter()
@@ -367,9 +371,12 @@ class TensorRTBackend:
                     built = time.perf_counter()
                     for feed in list(feeds[:1]) * self.warmup:
                         runner.infer(feed)
-                    for feed in feeds:
-                        result = runner.infer(feed)
-                        outputs.append({name: np.array(value) for name, value in result.items()})  # copies
+                    for index, feed in enumerate(feeds):
+                        result = {name: np.array(value) for name, value in runner.infer(feed).items()}  # copies
+                        if on_output is None:
+                            outputs.append(result)
+                        else:
+                            on_output(index, result)
                         seconds = runner.last_inference_time()
                         if seconds is not None:
                             latencies.append(seconds)

@@ -37,6 +37,7 @@ from precision_lab._optional import require
 from precision_lab.backends.base import PlanBuild, RunTimings
 from precision_lab.backends.detect import TensorRTStatus, require_tensorrt
 from precision_lab.backends.trt_layers import layers_for_nodes
+from precision_lab.data import feeds_fingerprint
 from precision_lab.errors import EvaluationError, InputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -128,16 +129,6 @@ def _captured_errors(quiet: bool = False):
 def _failure(what: str, exc: BaseException, messages: Sequence[str]) -> EvaluationError:
     detail = "; ".join(dict.fromkeys(m for m in messages if m)) or _first_line(str(exc)) or type(exc).__name__
     return EvaluationError(f"{what}: {detail[:600]}")
-
-
-def _fingerprint(feeds: Sequence[Mapping[str, np.ndarray]]) -> str:
-    digest = hashlib.sha256()
-    for feed in feeds:
-        for name in sorted(feed):
-            array = np.ascontiguousarray(feed[name])
-            digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
-            digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def _slug(text: str) -> str:
@@ -235,7 +226,7 @@ class TensorRTBackend:
                 for feed in calib_feeds
             ]
             key = hashlib.sha256(
-                f"{prepared.prepared_sha256}:{status.version}:{_fingerprint(self._calib_feeds)}".encode()
+                f"{prepared.prepared_sha256}:{status.version}:{feeds_fingerprint(self._calib_feeds)}".encode()
             ).hexdigest()[:20]
             self._calibration_cache = self._cache_dir / f"calibration-{key}.cache"
 

@@ -23,6 +23,7 @@ from precision_lab.data import Feed
 from precision_lab.errors import InputError
 from precision_lab.io import write_text_atomic
 from precision_lab.model import PreparedModel
+from precision_lab.onnx_io import needs_external_data, save_model
 
 __all__ = ["CALIBRATION_METHODS", "Ranges", "calibrate", "DEFAULT_PERCENTILE"]
 
@@ -119,12 +120,13 @@ def calibrate(
     }[method]
     with tempfile.TemporaryDirectory(prefix="precision-lab-calib-") as tmp:
         model_path = Path(tmp) / "model.onnx"
-        onnx.save(model, str(model_path))
+        save_model(model, model_path)
         calibrator = create_calibrator(
             model_path,
             op_types,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=ort_method,
+            use_external_data_format=needs_external_data(model),
             extra_options={"symmetric": True, "percentile": percentile},
         )
         for start in range(0, len(feeds), _CHUNK):

@@ -105,7 +105,7 @@ def read_plan(path: str | os.PathLike) -> dict:
 def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | os.PathLike) -> list[str]:
     """Write ``model`` with the saved ``plan`` applied as Q/DQ to ``output``. Returns warnings to show."""
     from precision_lab.calibration import Ranges
-    from precision_lab.io import write_bytes_atomic
+    from precision_lab.onnx_io import save_model
     from precision_lab.model import list_candidates, prepare_model
     from precision_lab.qdq import QdqBuilder
 
@@ -129,5 +129,5 @@ def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | 
         )
     ranges = Ranges("saved", quantization.get("ranges_key", ""), dict(quantization["ranges"]), 0)
     builder = QdqBuilder(prepared, candidates, ranges, recipe=quantization["recipe"])
-    write_bytes_atomic(output, builder.build(document["fp32_layers"]).SerializeToString())
+    save_model(builder.build(document["fp32_layers"]), output)
     return warnings

@@ -25,9 +25,10 @@ from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, Feed
 from precision_lab.errors import EvaluationError, InputError, UnattainableToleranceError
 from precision_lab.evaluation import PlanRunner, WorkerSpec
 from precision_lab.executors import Executor, make_executor
-from precision_lab.io import write_bytes_atomic, write_text_atomic
+from precision_lab.io import write_text_atomic
 from precision_lab.journal import JOURNAL_NAME, Journal
 from precision_lab.lock import OutputLock
+from precision_lab.onnx_io import save_model
 from precision_lab.model import (
     PreparedModel,
     check_input_shape_names,
@@ -514,7 +515,7 @@ def _exports(backend: Backend, out: Path, prepared: PreparedModel, fp32: Sequenc
     if getattr(backend, "mode", None) == "implicit":
         from precision_lab.backends.tensorrt import export_commands
 
-        write_bytes_atomic(out / "prepared.onnx", prepared.serialized())
+        save_model(prepared.model, out / "prepared.onnx")
         layers = [name for names in backend.pinned_layer_names(fp32).values() for name in names]
         implicit = export_commands(
             out / "plan.onnx",
@@ -529,7 +530,7 @@ def _exports(backend: Backend, out: Path, prepared: PreparedModel, fp32: Sequenc
 
 def _write_outputs(result: SweepResult, builder: QdqBuilder, out: Path, *, evaluations_run: int) -> None:
     plan_model = builder.build(result.plan.fp32_layers)
-    write_bytes_atomic(out / "plan.onnx", plan_model.SerializeToString())
+    save_model(plan_model, out / "plan.onnx")  # with external data past the 2 GB protobuf limit
     write_text_atomic(out / "plan.json", json.dumps(plan_document(result, out / "plan.onnx"), indent=2) + "\n")
     write_text_atomic(out / "sensitivity.csv", result.layers.to_csv(index=False))
     write_text_atomic(out / RESULT_NAME, json.dumps(result.to_json(), indent=1) + "\n")

@@ -351,3 +351,41 @@ def test_save_model_uses_external_data_past_the_threshold(tmp_path):
 def _write(path, model: onnx.ModelProto):
     onnx.save(model, str(path))
     return path
+
+
+def test_weights_behind_identity_chains_are_quantized_per_channel(tmp_path):
+    """
+    W (initializer) -> Identity -> Identity -> Conv.W     (exporters emit such chains for tied/shared weights)
+    x ---------------------------------------> Conv -> y
+
+    Without folding the chain the weight is not a constant: it would be quantized per tensor as an activation,
+    and no per-channel weight Q/DQ would exist.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from precision_lab.calibration import Ranges
+    from precision_lab.model import list_candidates, prepare_model
+    from precision_lab.qdq import QdqBuilder
+
+    weight = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["W"], ["W1"], name="id1"),
+            helper.make_node("Identity", ["W1"], ["W2"], name="id2"),
+            helper.make_node("Conv", ["x", "W2"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(weight, "W")],
+    )
+    path = tmp_path / "identity_weights.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    prepared = prepare_model(path)
+    assert not [n for n in prepared.model.graph.node if n.op_type == "Identity"]
+    candidates = list_candidates(prepared, op_types=["Conv"])
+    model = QdqBuilder(prepared, candidates, Ranges("max", "k", {"x": 1.0}, 1)).build([])
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute)]
+    assert len(weight_dq) == 1 and weight_dq[0].output[0] in next(n for n in model.graph.node if n.name == "conv").input

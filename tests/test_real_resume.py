@@ -41,7 +41,7 @@ def _plan(out: Path) -> dict:
     return json.loads((out / "plan.json").read_text())
 
 
-def test_yolov8n_sigkill_and_cut_journal_line_then_resume(tmp_path):
+def test_yolov8n_sigkill_and_cut_journal_line_then_resume(tmp_path, real_model_log):
     model = fetch_wheel_member("nudenet", "3.4.2", "nudenet/320n.onnx")
     data = photo_feeds(tmp_path / "photos", "images", 320, 12)
     started = time.perf_counter()
@@ -83,5 +83,5 @@ def test_yolov8n_sigkill_and_cut_journal_line_then_resume(tmp_path):
     assert len(after) == total  # the cut record was evaluated again, nothing else
     assert _plan(out)["fp32_layers"] == _plan(reference)["fp32_layers"]
     assert _plan(out)["achieved"] == _plan(reference)["achieved"]
-    print(f"\nYOLOv8n resume: {total} evaluations, killed after {len(lines)}, "
+    real_model_log(f"YOLOv8n resume: {total} evaluations, killed after {len(lines)}, "
           f"{time.perf_counter() - started:.0f} s in all")

@@ -18,7 +18,7 @@ from real_models import fetch_wheel_member, photo_feeds
 pytestmark = pytest.mark.real
 
 
-def test_yolov8n_extended_sweep_ranks_the_box_score_concat_first(tmp_path):
+def test_yolov8n_extended_sweep_ranks_the_box_score_concat_first(tmp_path, real_model_log):
     model = fetch_wheel_member("nudenet", "3.4.2", "nudenet/320n.onnx")
     data = photo_feeds(tmp_path / "photos", "images", 320, 12)
     out = tmp_path / "out"
@@ -32,8 +32,8 @@ def test_yolov8n_extended_sweep_ranks_the_box_score_concat_first(tmp_path):
     assert proc.returncode == 0, proc.stderr
     plan = json.loads((out / "plan.json").read_text())
     ranking = [line.split(",")[0] for line in (out / "sensitivity.csv").read_text().splitlines()[1:]]
-    print(
-        f"\nYOLOv8n extended: {len(ranking)} candidates, {plan['evaluations']} evaluations, {seconds:.0f} s, "
+    real_model_log(
+        f"YOLOv8n (nudenet 3.4.2, extended, score slice): {len(ranking)} candidates, {plan['evaluations']} evaluations, {seconds:.0f} s, "
         f"all-INT8 {plan['baselines']['all_int8']:.4g}, plan {plan['achieved']['value']:.4g} "
         f"with {len(plan['fp32_layers'])} FP32 layers"
     )

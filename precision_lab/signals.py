@@ -31,24 +31,32 @@ def _expose(model: onnx.ModelProto, tensors: Sequence[str]) -> bytes:
     return exposed.SerializeToString()
 
 
-def _run(model: bytes, feeds: Sequence[Feed], tensors: Sequence[str]) -> dict[str, list[np.ndarray]]:
+def _session(model: bytes):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    values: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _tensor_errors(reference: bytes, quantized: bytes, feeds: Sequence[Feed], tensors: Sequence[str]) -> dict[str, float]:
+    """rel-l2 of every tensor in ``quantized`` against ``reference`` over ``feeds``, one feed at a time (only
+    per-tensor sums are kept, so memory does not grow with the number of feeds)."""
+    ref_session, q_session = _session(reference), _session(quantized)
+    err = dict.fromkeys(tensors, 0.0)
+    ref = dict.fromkeys(tensors, 0.0)
     for feed in feeds:
-        for name, value in zip(tensors, session.run(list(tensors), dict(feed))):
-            values[name].append(np.asarray(value, dtype=np.float64))
-    return values
-
-
-def _rel_l2(y: list[np.ndarray], r: list[np.ndarray]) -> float:
-    err = sum(float(np.sum((a - b) ** 2)) for a, b in zip(y, r))
-    ref = sum(float(np.sum(b * b)) for b in r)
-    return float(np.sqrt(err / ref)) if ref > 0 else (0.0 if err == 0 else float("inf"))
+        expected = ref_session.run(list(tensors), dict(feed))
+        actual = q_session.run(list(tensors), dict(feed))
+        for name, r, q in zip(tensors, expected, actual):
+            r64, q64 = np.asarray(r, dtype=np.float64), np.asarray(q, dtype=np.float64)
+            err[name] += float(np.sum((q64 - r64) ** 2))
+            ref[name] += float(np.sum(r64 * r64))
+    return {
+        name: float(np.sqrt(err[name] / ref[name])) if ref[name] > 0 else (0.0 if err[name] == 0 else float("inf"))
+        for name in tensors
+    }
 
 
 def layer_signals(
@@ -64,11 +72,8 @@ def layer_signals(
         inputs = [t for t in node.input if t and t not in initializers]
         io[candidate.name] = (inputs, [t for t in node.output if t])
     tensors = sorted({t for ins, outs in io.values() for t in ins + outs})
-    reference = _run(_expose(prepared.model, tensors), feeds, tensors)
-    quantized = _run(_expose(builder.build(()), tensors), feeds, tensors)
-    error: Mapping[str, float] = {
-        t: 0.0 if t in graph_inputs else _rel_l2(quantized[t], reference[t]) for t in tensors
-    }
+    measured = _tensor_errors(_expose(prepared.model, tensors), _expose(builder.build(()), tensors), feeds, tensors)
+    error: Mapping[str, float] = {t: 0.0 if t in graph_inputs else measured[t] for t in tensors}
     signals = {}
     for name, (inputs, outputs) in io.items():
         inherited = max((error[t] for t in inputs), default=0.0)

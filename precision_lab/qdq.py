@@ -275,53 +275,62 @@ class QdqBuilder:
                     if tensor is output:
                         consumer.inputs[index] = before
             node.outputs[out_index] = before
-            self._add_qdq(graph, before, amax, f"{name}/output{out_index}", output=output)
+            self._add_qdq(graph, before, amax, f"{name}/output{out_index}", output=output, after=node)
 
         for (name, index), amax in sorted(edges.items()):
             consumer = nodes[name]
-            consumer.inputs[index] = self._add_qdq(graph, consumer.inputs[index], amax, f"{name}/input{index}")
+            consumer.inputs[index] = self._add_qdq(
+                graph, consumer.inputs[index], amax, f"{name}/input{index}", before=consumer
+            )
 
         for name, index in weights:
             consumer = nodes[name]
             weight = self._weights[(name, index)]
-            consumer.inputs[index] = self._add_weight_dq(graph, weight, f"{name}/input{index}")
+            consumer.inputs[index] = self._add_weight_dq(graph, weight, f"{name}/input{index}", before=consumer)
 
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        # Q/DQ nodes were inserted next to their consumer (or producer), so the node order stays topological
+        # and no toposort is needed; replaced FP32 weights are referenced by no node, so they are not exported.
         model = gs.export_onnx(graph, do_type_check=False)
         model.ir_version = self._prepared.model.ir_version
         return model
 
-    def _add_qdq(self, graph, tensor, amax: float, prefix: str, *, output=None):
+    @staticmethod
+    def _insert(graph, nodes, *, before=None, after=None) -> None:
+        """Insert ``nodes`` just before ``before`` or just after ``after`` (keeps the order topological)."""
+        anchor = before if before is not None else after
+        index = next(i for i, node in enumerate(graph.nodes) if node is anchor)  # by identity: Node.__eq__ is deep
+        index += 0 if before is not None else 1
+        graph.nodes[index:index] = nodes
+
+    def _add_qdq(self, graph, tensor, amax: float, prefix: str, *, output=None, before=None, after=None):
         gs = self._gs
         scale = gs.Constant(f"{prefix}/scale", _scale_of(amax).reshape(()))
         zero_point = gs.Constant(f"{prefix}/zero_point", np.zeros((), dtype=np.int8))
         quantized = gs.Variable(f"{prefix}/quantized", dtype=np.int8, shape=tensor.shape)
         if output is None:
             output = gs.Variable(f"{prefix}/dequantized", dtype=np.float32, shape=tensor.shape)
-        graph.nodes.append(
-            gs.Node("QuantizeLinear", f"{prefix}/QuantizeLinear", inputs=[tensor, scale, zero_point], outputs=[quantized])
-        )
-        graph.nodes.append(
-            gs.Node("DequantizeLinear", f"{prefix}/DequantizeLinear", inputs=[quantized, scale, zero_point], outputs=[output])
-        )
+        nodes = [
+            gs.Node("QuantizeLinear", f"{prefix}/QuantizeLinear", inputs=[tensor, scale, zero_point], outputs=[quantized]),
+            gs.Node("DequantizeLinear", f"{prefix}/DequantizeLinear", inputs=[quantized, scale, zero_point], outputs=[output]),
+        ]
+        self._insert(graph, nodes, before=before, after=after)
         return output
 
-    def _add_weight_dq(self, graph, weight: _QuantizedWeight, prefix: str):
+    def _add_weight_dq(self, graph, weight: _QuantizedWeight, prefix: str, *, before):
         gs = self._gs
         values = gs.Constant(f"{prefix}/weight_int8", weight.values)
         scale = gs.Constant(f"{prefix}/weight_scale", weight.scale)
         zero_point = gs.Constant(f"{prefix}/weight_zero_point", np.zeros(weight.scale.shape, dtype=np.int8))
         output = gs.Variable(f"{prefix}/weight_dequantized", dtype=np.float32, shape=list(weight.values.shape))
         attrs = {"axis": int(weight.axis)} if weight.axis is not None else {}
-        graph.nodes.append(
-            gs.Node(
-                "DequantizeLinear",
-                f"{prefix}/weight_DequantizeLinear",
-                attrs=attrs,
-                inputs=[values, scale, zero_point],
-                outputs=[output],
-            )
+        node = gs.Node(
+            "DequantizeLinear",
+            f"{prefix}/weight_DequantizeLinear",
+            attrs=attrs,
+            inputs=[values, scale, zero_point],
+            outputs=[output],
         )
+        self._insert(graph, [node], before=before)
         return output
 
 

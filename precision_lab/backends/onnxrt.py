@@ -52,6 +52,9 @@ class OnnxRuntimeBackend:
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
+        # no busy-waiting between inferences: the comparison of each output runs in between and would compete
+        # with spinning ONNX Runtime threads for the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not self.optimize:
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         if self.threads:

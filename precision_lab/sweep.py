@@ -191,7 +191,6 @@ def _search(
     metric, tolerance = evaluator.metric, evaluator.tolerance
     baselines = evaluator.evaluate([frozenset(), frozenset(names)], "baseline")
     if not baselines[1].passed:
-        evaluator.progress.close()
         raise UnattainableToleranceError(
             f"even the all-FP32 model fails the tolerance: {metric.name} = {baselines[1].value:.6g} vs "
             f"tolerance {tolerance:g}; no plan can meet it. Loosen --tolerance or check the metric"

@@ -23,6 +23,14 @@ def write_random_feeds(model_path: Path, folder: Path, count: int = 48, seed: in
     return random_feeds(model_path, folder, count, seed)
 
 
+def plan_without_paths(plan: dict) -> dict:
+    """plan.json without the keys that name the output folder (``plan_onnx``, ``exports``), for comparing runs."""
+    plan = dict(plan)
+    for key in ("plan_onnx", "exports"):
+        plan.pop(key)
+    return plan
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m precision_lab ARGS`` in a subprocess."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))

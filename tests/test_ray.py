@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, SAMPLES, write_random_feeds
+from conftest import plan_without_paths, REPO, SAMPLES, write_random_feeds
 
 MODEL = SAMPLES / "two_planted_cnn.onnx"
 
@@ -59,13 +59,6 @@ def _sweep(model, data, out, executor: str, jobs: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _comparable(plan: dict) -> dict:
-    plan = dict(plan)
-    for key in ("plan_onnx", "exports"):  # these name the output folder
-        plan.pop(key)
-    return plan
-
-
 def test_ray_executor_gives_the_same_plan_as_serial(tmp_path):
     data = write_random_feeds(MODEL, tmp_path / "data", count=24)
     runs = {"serial": ("local", 1), "ray": ("ray", 2)}
@@ -78,7 +71,7 @@ def test_ray_executor_gives_the_same_plan_as_serial(tmp_path):
         plans[name] = json.loads((out / "plan.json").read_text())
         journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
         assert len({r["key"] for r in journal}) == len(journal) == plans[name]["evaluations"]
-    assert _comparable(plans["ray"]) == _comparable(plans["serial"])
+    assert plan_without_paths(plans["ray"]) == plan_without_paths(plans["serial"])
     assert (tmp_path / "serial" / "plan.onnx").read_bytes() == (tmp_path / "ray" / "plan.onnx").read_bytes()
 
 

@@ -68,9 +68,15 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "fp32_layers": list(plan.fp32_layers),
             "int8_layers": list(plan.int8_layers),
             "achieved": {"value": plan.value, "passed": plan.passed, "key": plan.key},
+            "verification": result.verification,
+            "confidence": result.confidence,
+            "worst_inputs": [
+                {"sample": sample, "part": part, "value": value} for sample, part, value in result.worst_inputs(5)
+            ],
+            "notices": list(result.notices),
             "evidence": plan.evidence,
             "baselines": result.baselines,
-            "evaluations": len(result.evaluation_records),
+            "evaluations": len(result.evaluation_records) + len(result.verification_records),
             "sensitivity": result.sensitivity,
             "plan_onnx": str(plan_onnx),
             "exports": result.exports or build_commands(plan_onnx),

@@ -96,6 +96,11 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME:AXIS:START:STOP",
         help="judge this part of an output on its own (repeatable; worst part decides)",
     )
+    metric.add_argument(
+        "--judge-output", action="append", default=[], metavar="NAME",
+        help="judge only this output (repeatable; default: every output), e.g. a detector's scores and not a "
+        "recurrent model's state outputs",
+    )
     quant = sweep.add_argument_group("quantization")
     quant.add_argument("--recipe", default="trt", choices=["trt", "extended"], help="candidate op set (default trt)")
     quant.add_argument("--ops", help="comma-separated op types to use as candidates instead of the recipe's")
@@ -296,6 +301,7 @@ def _cmd_sweep(args) -> int:
         seed=args.seed,
         input_shapes=_shapes(args.input_shape),
         output_slices=args.output_slice,
+        judge_outputs=args.judge_output,
         sensitivity=args.sensitivity,
         search=args.search,
         backend=args.backend,

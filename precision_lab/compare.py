@@ -360,8 +360,9 @@ class StreamingComparison:
     also computes medians and histograms of every output for log lines that precision-lab never prints.
     """
 
-    def __init__(self, slices: Sequence[OutputSlice] = ()) -> None:
+    def __init__(self, slices: Sequence[OutputSlice] = (), judged: Sequence[str] | None = None) -> None:
         self.slices = tuple(slices)
+        self.judged = None if judged is None else frozenset(judged)  # outputs that decide (None: every output)
         self.total = Comparison({}, {}, {}, {})
         self._compare = _make_compare_func(self.slices)
         self.iterations = 0
@@ -384,7 +385,7 @@ class StreamingComparison:
         )
         total = self.total
         for name, output_stats in per_output.items():
-            for part, stats in output_stats.parts.items():
+            for part, stats in output_stats.parts.items() if self.judged is None or name in self.judged else ():
                 total.parts[part] = total.parts[part].merge(stats) if part in total.parts else stats
                 total.samples.setdefault(part, []).append(stats)
             total.outputs[name] = total.outputs[name].merge(output_stats.whole) if name in total.outputs else output_stats.whole

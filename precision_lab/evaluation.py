@@ -37,6 +37,7 @@ class WorkerSpec:
     slices: tuple[OutputSlice, ...]
     custom_spec: str | None = None  # a task metric: "accuracy" or a custom module:function
     targets: tuple | None = None  # the labels of eval_feeds, for task metrics that take labels
+    judged: tuple[str, ...] | None = None  # the outputs that decide the metric (None: every output)
 
 
 class PlanRunner:
@@ -67,7 +68,7 @@ class PlanRunner:
             model = self.builder.build(fp32)
             plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
             seconds["qdq"] = time.perf_counter() - start
-            comparison = StreamingComparison(spec.slices)
+            comparison = StreamingComparison(spec.slices, spec.judged)
             kept: list[dict[str, np.ndarray]] = []  # only a custom metric needs every output at once
             compare_seconds = 0.0
 

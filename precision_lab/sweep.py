@@ -333,6 +333,21 @@ def _check_slices(prepared: PreparedModel, slices: Sequence[OutputSlice]) -> Non
             )
 
 
+def _judged_outputs(
+    prepared: PreparedModel, judge_outputs: Sequence[str], slices: Sequence[OutputSlice]
+) -> tuple[str, ...] | None:
+    """The outputs that decide the metric: ``judge_outputs`` plus those named by slices (``None``: all)."""
+    if not judge_outputs:
+        return None
+    unknown = [name for name in judge_outputs if name not in prepared.output_names]
+    if unknown:
+        raise InputError(
+            f"--judge-output names {unknown}, but the model's outputs are {list(prepared.output_names)}"
+        )
+    slice_outputs = [s.output for s in slices]
+    return tuple(dict.fromkeys([*judge_outputs, *slice_outputs]))
+
+
 def sweep(
     model: str | os.PathLike,
     *,
@@ -357,6 +372,7 @@ def sweep(
     seed: int = 0,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     output_slices: Sequence[str | OutputSlice] = (),
+    judge_outputs: Sequence[str] = (),
     sensitivity: str = "isolate",
     backend: str | Backend = "auto",
     backend_options: Mapping[str, object] | None = None,
@@ -379,7 +395,8 @@ def sweep(
     Runtime; or a :class:`~precision_lab.backends.Backend` object; ``backend_options`` are the TensorRT
     options of :class:`~precision_lab.backends.tensorrt.TensorRTBackend`), synthetic data when neither ``data`` nor
     ``data_loader_script`` is given, labels (for ``accuracy`` and custom metrics that take them) from ``labels``
-    or the loader script, output in ``reports/<model name>/``, resuming a journal found there.
+    or the loader script, every output judged (``judge_outputs`` names the ones that decide; an output named by
+    an ``output_slices`` entry is judged too), output in ``reports/<model name>/``, resuming a journal found there.
     """
     started = time.perf_counter()
     _check_options(
@@ -413,6 +430,7 @@ def sweep(
         shapes = dict(input_shapes or {}) or shapes_from_feeds(dataset.calib)
         prepared = prepare_model(model, input_shapes=shapes)
         _check_slices(prepared, slices)
+        judged = _judged_outputs(prepared, judge_outputs, slices)
         candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
         if not candidates:
             raise InputError(
@@ -450,6 +468,7 @@ def sweep(
                 backend_obj.identity(),
                 [s.label for s in slices],
                 metric if custom else None,
+                *([sorted(judged)] if judged is not None else []),
                 *([dataset.targets_fingerprint] if custom is not None and custom.takes_labels else []),
             )
 
@@ -473,6 +492,7 @@ def sweep(
             slices=tuple(slices),
             custom_spec=metric if custom else None,
             targets=dataset.eval_targets,
+            judged=judged,
         )
         progress_bars = _Progress(progress)
         executor_obj = make_executor(
@@ -654,7 +674,9 @@ def sweep(
                 "max_drop": max_drop,
                 "search_tolerance": search_tolerance,
             },
-            output_slices=tuple(s.label for s in slices),
+            output_slices=tuple(s.label for s in slices) + tuple(
+                name for name in (judged or ()) if name not in {s.output for s in slices}
+            ),
             sensitivity=sensitivity if search == "full" else "signals",
             search=search,
             status=found.status,

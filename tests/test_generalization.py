@@ -328,3 +328,25 @@ def test_journal_of_the_previous_version_is_refused_with_the_fix(tmp_path, capsy
     code, _, err = sweep(capsys, "--data", str(data), "--out", str(out), "--no-resume")
     assert code == 0, err
     assert (out / "journal.jsonl.old").exists()
+
+
+def test_judge_output_leaves_other_outputs_out_of_the_verdict(tmp_path, capsys):
+    """plain_cnn with a second graph output (conv2's activations, like a recurrent model's state): with
+    ``--judge-output fc`` only ``fc`` decides, while every output is still compared and reported."""
+    model = onnx.load(str(MODEL))
+    conv2 = next(node for node in model.graph.node if node.name == "conv2")
+    shape = onnx.shape_inference.infer_shapes(model).graph.value_info
+    info = next(v for v in shape if v.name == conv2.output[0])
+    model.graph.output.append(info)
+    path = tmp_path / "two_outputs.onnx"
+    onnx.save(model, str(path))
+    data = write_feeds(tmp_path / "data", [1.0] * 12)
+    out = tmp_path / "out"
+    code = main(["sweep", str(path), "--data", str(data), "--out", str(out), "--quiet", "--judge-output", "fc"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert all(set(r["parts"]) == {"fc"} and set(r["samples"]) == {"fc"} for r in records)
+    assert all(conv2.output[0] in r["outputs"] for r in records)
+    code = main(["sweep", str(path), "--data", str(data), "--out", str(tmp_path / "bad"), "-q", "--judge-output", "nope"])
+    assert code == 2 and "--judge-output names ['nope']" in capsys.readouterr().err

@@ -19,7 +19,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from precision_lab.control_flow import main_graph_tensors
 from precision_lab.data import Feed
 from precision_lab.errors import InputError
 from precision_lab.io import write_text_atomic
@@ -95,9 +94,7 @@ def calibrate(
     """Ranges of ``tensors`` over ``feeds`` by ``method`` (``max`` default, ``percentile``, ``entropy``).
 
     ``fingerprint`` identifies the feeds (see :func:`precision_lab.data.feeds_fingerprint`). With
-    ``cache_dir``, a cached result with the same key is returned without running anything. Only main-graph
-    tensors are calibrated: a tensor produced inside an ``If``/``Loop``/``Scan`` subgraph cannot be a graph
-    output, so it gets no range.
+    ``cache_dir``, a cached result with the same key is returned without running anything.
     """
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
@@ -105,7 +102,7 @@ def calibrate(
         raise InputError(f"unknown calibration method '{method}'; choose one of {', '.join(CALIBRATION_METHODS)}")
     if not 0 < percentile <= 100:
         raise InputError(f"--percentile must be in (0, 100], got {percentile}")
-    tensors = sorted(set(tensors) & main_graph_tensors(prepared.model))
+    tensors = sorted(set(tensors))
     key = _cache_key(prepared, fingerprint, method, tensors, percentile)
     cache_file = Path(cache_dir) / f"ranges-{key}.json" if cache_dir is not None else None
     if cache_file is not None and cache_file.exists():

@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 __all__ = ["SUBGRAPH_OPS", "SubgraphLayer", "constant_inputs", "condition_inputs", "fixed_conditions",
-           "flatten_ifs", "subgraph_layers", "main_graph_tensors"]
+           "flatten_ifs", "subgraph_layers"]
 
 SUBGRAPH_OPS = ("If", "Loop", "Scan")
 _SHAPE_READERS = ("Shape", "Size")
@@ -84,16 +84,6 @@ def subgraph_layers(model: onnx.ModelProto, op_types: Iterable[str]) -> list[Sub
                     found.append(SubgraphLayer(inner.name or inner.op_type, inner.op_type,
                                                f"{node.name}.{attribute}", node.op_type))
     return found
-
-
-def main_graph_tensors(model: onnx.ModelProto) -> set[str]:
-    """Names of the tensors that exist in the main graph: its inputs, initializers and node outputs (never a
-    tensor produced inside a subgraph, which cannot be a graph output)."""
-    graph = model.graph
-    names = {vi.name for vi in graph.input} | {init.name for init in graph.initializer}
-    for node in graph.node:
-        names.update(name for name in node.output if name)
-    return names
 
 
 def condition_inputs(model: onnx.ModelProto) -> set[str]:

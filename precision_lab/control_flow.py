@@ -1,10 +1,11 @@
 """Control flow (``If``, ``Loop``, ``Scan``) in a model being prepared: what can be folded, what stays FP32.
 
-* An ``If`` whose condition is fixed for the data is folded: the conditions are found by onnx-graphsurgeon's
-  constant folding, and the taken branch's nodes replace the ``If`` in the main graph (:func:`flatten_ifs`). A condition is fixed
-  when it follows from the fixed input shapes, or from inputs whose value is the same in every feed
-  (:func:`constant_inputs`). Those values decide conditions only: every other use of such an input still reads
-  the graph input, which the prepared model keeps, so the feeds are never reduced.
+* An ``If`` whose condition is fixed for the data is folded: onnx-graphsurgeon's constant folding finds the
+  condition (:func:`fixed_conditions`), and the taken branch's nodes replace the ``If``
+  (:func:`flatten_ifs`). A condition is fixed when it follows from the fixed input shapes, or from inputs
+  whose value is the same in every feed (:func:`constant_inputs`). Those values decide conditions only: every
+  other use of such an input still reads the graph input, which the prepared model keeps, so the feeds are
+  never reduced.
 * Everything else is left alone: an ``If`` whose condition depends on the data, and every ``Loop`` and
   ``Scan`` (no maintained library unrolls them). Candidate ops inside them stay FP32
   (:func:`subgraph_layers`); the sweep quantizes the main graph only.
@@ -20,7 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 __all__ = ["SUBGRAPH_OPS", "SubgraphLayer", "constant_inputs", "condition_inputs", "fixed_conditions",
-           "flatten_ifs", "subgraph_layers"]
+           "flatten_ifs", "has_if", "subgraph_layers"]
 
 SUBGRAPH_OPS = ("If", "Loop", "Scan")
 _SHAPE_READERS = ("Shape", "Size")
@@ -70,6 +71,11 @@ def _nodes_within(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
         yield node
         for _, subgraph in _subgraphs(node):
             yield from _nodes_within(subgraph)
+
+
+def has_if(model: onnx.ModelProto) -> bool:
+    """Whether the model has an ``If`` node, in the main graph or in any subgraph."""
+    return any(node.op_type == "If" for node in _nodes_within(model.graph))
 
 
 def subgraph_layers(model: onnx.ModelProto, op_types: Iterable[str]) -> list[SubgraphLayer]:

@@ -40,11 +40,12 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from precision_lab.control_flow import (
+    SUBGRAPH_OPS,
     condition_inputs,
     constant_inputs,
-    SUBGRAPH_OPS,
     fixed_conditions,
     flatten_ifs,
+    has_if,
     subgraph_layers,
 )
 from precision_lab.errors import InputError
@@ -616,7 +617,7 @@ def _check_constant_inputs(specs: Sequence[InputSpec], constants: Mapping[str, n
 def _fold_control_flow(
     model: onnx.ModelProto, constants: Mapping[str, np.ndarray]
 ) -> tuple[onnx.ModelProto, dict[str, str], dict[str, np.ndarray]]:
-    """Fold every main-graph ``If`` whose condition is fixed by the input shapes or by ``constants``.
+    """Fold every ``If`` (at any depth) whose condition is fixed by the input shapes or by ``constants``.
 
     Rounds repeat (at most :data:`_MAX_FOLD_ROUNDS`) while conditions get fixed, so an ``If`` nested in a
     taken branch is folded too. Returns the model, {If name: branch taken} and the constants that were used.
@@ -624,7 +625,7 @@ def _fold_control_flow(
     folded: dict[str, str] = {}
     used: dict[str, np.ndarray] = {}
     for _ in range(_MAX_FOLD_ROUNDS):
-        if not any(node.op_type == "If" for node in model.graph.node):
+        if not has_if(model):
             break
         deciding = {name: value for name, value in constants.items() if name in condition_inputs(model)}
         conditions = fixed_conditions(model, deciding)
@@ -639,6 +640,9 @@ def _fold_control_flow(
     if folded:
         log.info("folded %d If node(s) with a fixed condition: %s", len(folded),
                  ", ".join(f"{name} -> {branch}" for name, branch in folded.items()))
+    if used:
+        log.warning("If conditions were folded with the value every feed gives input(s) %s; the prepared model "
+                    "and plan.onnx hold for feeds with those values only", ", ".join(sorted(used)))
     return model, folded, used
 
 

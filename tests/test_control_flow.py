@@ -116,7 +116,8 @@ def _branch_convs(cond_nodes, cond: str, extra_inits=(), width="8"):
     """
     shape = (1, 4, 8, int(width) if width.isdigit() else width)
     then_branch = helper.make_graph(
-        [_conv("conv_a", "h", "W_a", "y_a"), helper.make_node("Concat", ["one", "minus_one"], ["s_a"], name="s_a", axis=0)],
+        [_conv("conv_a", "h", "W_a", "y_a"),
+         helper.make_node("Concat", ["one", "minus_one"], ["s_a"], name="s_a", axis=0)],
         "then", [], [_vi("y_a", list(shape)), _vi("s_a", [2], TensorProto.INT64)],
     )
     else_branch = helper.make_graph(

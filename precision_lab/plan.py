@@ -112,14 +112,18 @@ def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | 
     """Write ``model`` with the saved ``plan`` applied as Q/DQ to ``output``. Returns warnings to show."""
     from precision_lab.calibration import Ranges
     from precision_lab.onnx_io import save_model
-    from precision_lab.model import list_candidates, prepare_model
+    from precision_lab.model import constant_inputs_from_json, list_candidates, prepare_model
     from precision_lab.qdq import QdqBuilder
 
     document = read_plan(plan)
     warnings = []
     quantization = document["quantization"]
     shapes = document.get("model", {}).get("input_shapes", {})
-    prepared = prepare_model(model, input_shapes={k: v for k, v in shapes.items() if all(isinstance(d, int) for d in v)})
+    prepared = prepare_model(
+        model,
+        input_shapes={k: v for k, v in shapes.items() if all(isinstance(d, int) for d in v)},
+        constant_inputs=constant_inputs_from_json(document.get("model", {}).get("constant_inputs", {})),
+    )
     if document.get("model", {}).get("sha256") not in (None, prepared.sha256):
         warnings.append(
             f"{model} differs from the model the plan was made for (sha256 mismatch); the plan's layer "

@@ -134,7 +134,10 @@ def fixed_conditions(model: onnx.ModelProto, constants: Mapping[str, np.ndarray]
         del copy.graph.input[:]
         copy.graph.input.extend(keep)
         copy.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), name) for name, v in constants.items())
-    graph = gs.import_onnx(copy)
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds with ONNX Runtime: branches that cannot run
+    graph = gs.import_onnx(copy)  # for these feeds (e.g. another sample rate) log errors we must not show
     graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False)
     fixed = {}
     for node in _gs_nodes_within(graph):

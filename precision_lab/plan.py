@@ -56,6 +56,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
                 "sha256": result.model["sha256"],
                 "input_shapes": result.model["input_shapes"],
                 "renamed_nodes": result.model["renamed_nodes"],
+                "constant_inputs": result.model.get("constant_inputs", {}),
             },
             "backend": result.backend,
             "backend_identity": result.backend_info.get("identity"),

@@ -42,6 +42,8 @@ from precision_lab.onnx_io import save_model
 from precision_lab.model import (
     PreparedModel,
     check_input_shape_names,
+    constant_inputs,
+    constant_inputs_to_json,
     input_specs,
     list_candidates,
     load_model,
@@ -428,7 +430,8 @@ def sweep(
         if custom is not None and custom.takes_labels and dataset.eval_targets is None:
             custom.evaluate([{}], [{}], None)  # raises the one-line "needs labels" error before any work
         shapes = dict(input_shapes or {}) or shapes_from_feeds(dataset.calib)
-        prepared = prepare_model(model, input_shapes=shapes)
+        constants = constant_inputs([*dataset.calib, *dataset.eval, *dataset.verify])
+        prepared = prepare_model(model, input_shapes=shapes, constant_inputs=constants)
         _check_slices(prepared, slices)
         judged = _judged_outputs(prepared, judge_outputs, slices)
         candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
@@ -647,6 +650,8 @@ def sweep(
                 "original_opset": prepared.original_opset,
                 "renamed_nodes": prepared.renamed_nodes,
                 "folded_batchnorms": list(prepared.folded_batchnorms),
+                "folded_ifs": dict(prepared.folded_ifs),
+                "constant_inputs": constant_inputs_to_json(prepared.constant_inputs),
                 "input_shapes": {s.name: list(s.shape) for s in prepared.inputs},
                 "outputs": list(prepared.output_names),
                 "candidates": len(candidates),

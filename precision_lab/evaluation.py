@@ -16,7 +16,7 @@ from precision_lab.backends import Backend, PlanBuild
 from precision_lab.calibration import Ranges
 from precision_lab.compare import OutputSlice, StreamingComparison, load_custom_metric
 from precision_lab.data import Feed
-from precision_lab.errors import EvaluationError
+from precision_lab.errors import EvaluationError, InputError
 from precision_lab.model import Candidate, PreparedModel
 from precision_lab.qdq import QdqBuilder
 
@@ -85,10 +85,23 @@ class PlanRunner:
             if self.custom is not None:
                 joined = {name: np.concatenate([o[name] for o in kept]) for name in kept[0]}
                 joined_ref = {name: np.concatenate([spec.reference[i][name] for i in range(len(kept))]) for name in kept[0]}
-                fields["custom"] = float(self.custom(joined, joined_ref))
+                fields["custom"] = _call_custom(self.custom, spec.custom_spec, joined, joined_ref)
             seconds["compare"] = compare_seconds + time.perf_counter() - started
         except EvaluationError as exc:
             fields["status"], fields["error"] = "failed", str(exc)
         seconds["total"] = time.perf_counter() - start
         fields["seconds"] = seconds
         return fields
+
+
+def _call_custom(custom: Callable, spec: str | None, outputs: dict, reference: dict) -> float:
+    """The user's metric on ``outputs``; its own failure is the user's to fix (exit code 2), not a bug here."""
+    try:
+        return float(custom(outputs, reference))
+    except Exception as exc:
+        from precision_lab.console import first_line
+
+        raise InputError(
+            f"custom metric '{spec or getattr(custom, '__name__', 'custom')}' raised {type(exc).__name__}: "
+            f"{first_line(exc)}; fix the function (--verbose shows its traceback)"
+        ) from exc

@@ -96,7 +96,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class LayerSensitivity:
-    """A candidate layer, its rank (0 = most sensitive) and the sensitivity values measured (``signal``: the
+    """A candidate layer, its rank (1 = most sensitive) and the sensitivity values measured (``signal``: the
     one-pass error it adds, used by the fast search)."""
 
     name: str
@@ -156,7 +156,7 @@ class SweepResult:
         rows = [asdict(layer) | {"fp32": layer.name in self.plan.fp32_layers} for layer in self.layer_results]
         return pd.DataFrame(
             rows, columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "signal", "fp32"]
-        )
+        ).astype({"isolate": float, "leave_one_out": float, "signal": float})  # not measured: NaN, not None
 
     @property
     def evaluations(self):

@@ -48,8 +48,16 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="FILE.py[:FUNC]",
         help="Python script whose FUNC (default load_data) yields feed dicts; RUNS that code",
     )
-    data.add_argument("--calib-samples", type=int, default=32, help="calibration samples (default 32)")
-    data.add_argument("--eval-samples", type=int, default=16, help="evaluation samples (default 16)")
+    data.add_argument(
+        "--labels", metavar="FILE",
+        help="labels for --metric accuracy or a custom metric that takes them: JSON {file: label} or CSV file,label",
+    )
+    data.add_argument("--calib-samples", type=int, default=16, help="calibration samples (default 16)")
+    data.add_argument("--eval-samples", type=int, default=32, help="evaluation samples: what the search judges (default 32)")
+    data.add_argument(
+        "--verify-samples", type=int, default=16,
+        help="verification samples held back from the search; the final plan is judged on them (default 16; 0: off)",
+    )
     data.add_argument("--seed", type=int, default=0, help="seed of the split and synthetic data (default 0)")
     data.add_argument(
         "--input-shape", action="append", default=[], metavar="NAME:1x3x224x224", help="fix dynamic input dims"
@@ -58,7 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
     metric.add_argument(
         "--metric",
         default="rel-l2",
-        help="rel-l2 (default), max-abs, mean-abs, cosine, sqnr, top1, or module:function / file.py:function",
+        help="rel-l2 (default), max-abs, mean-abs, cosine, sqnr, top1, accuracy (needs labels), or "
+        "module:function / file.py:function",
     )
     metric.add_argument("--metric-direction", choices=["lower", "higher"], help="which way is better (custom metric)")
     metric.add_argument(
@@ -67,11 +76,30 @@ def _build_parser() -> argparse.ArgumentParser:
         help="pass threshold (defaults: rel-l2 0.05, cosine 0.999, sqnr 20, top1 0.99)",
     )
     metric.add_argument(
+        "--max-drop", type=float, metavar="D",
+        help="judge a higher-is-better metric by its drop from the FP32 model's own score (accuracy: default 0.01)",
+    )
+    metric.add_argument(
+        "--criterion", default="aggregate", metavar="aggregate|worst-sample|pNN",
+        help="what the tolerance applies to: the metric over the whole set (aggregate, default), the worst sample, or "
+        "a per-sample quantile such as p90",
+    )
+    metric.add_argument(
+        "--until-verified", action=argparse.BooleanOptionalAction, default=False,
+        help="when the plan fails the verification feeds, search again at a stricter tolerance until it holds on "
+        "both sets (default off)",
+    )
+    metric.add_argument(
         "--output-slice",
         action="append",
         default=[],
         metavar="NAME:AXIS:START:STOP",
         help="judge this part of an output on its own (repeatable; worst part decides)",
+    )
+    metric.add_argument(
+        "--judge-output", action="append", default=[], metavar="NAME",
+        help="judge only this output (repeatable; default: every output), e.g. a detector's scores and not a "
+        "recurrent model's state outputs",
     )
     quant = sweep.add_argument_group("quantization")
     quant.add_argument("--recipe", default="trt", choices=["trt", "extended"], help="candidate op set (default trt)")
@@ -228,10 +256,35 @@ def _print_sweep(result, top: int) -> None:
             print(f"  FP32  {name}")
     else:
         print(f"Plan: everything INT8 (all-INT8 passes) -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}")
+    _print_verdict(result)
     print(
-        f"{len(result.evaluation_records)} evaluations, {result.wall_seconds:.1f} s. "
+        f"{len(result.evaluation_records) + len(result.verification_records)} evaluations, {result.wall_seconds:.1f} s. "
         f"Outputs in {result.out_dir}/ (plan.json, plan.onnx, sensitivity.csv, report.html)"
     )
+
+
+def _print_verdict(result) -> None:
+    """The plan's value on the evaluation and verification sets, its confidence interval, the hardest inputs."""
+    metric, verification = result.metric, result.verification
+    interval = result.confidence.get("plan")
+    ci = f" (95% CI {_fmt(interval[0])} to {_fmt(interval[1])})" if interval else ""
+    judged = f"{metric.get('criterion', 'aggregate')}"
+    if metric.get("max_drop") is not None:
+        judged += f", at most {metric['max_drop']:g} below the FP32 score"
+    print(f"  evaluation ({result.data['eval_samples']} samples, {judged}): {_fmt(result.plan.value)}{ci}")
+    if "value" in verification:
+        verdict = "passes" if verification["passed"] else f"FAILS (tolerance {_fmt(verification['tolerance'])})"
+        rounds = len(verification.get("rounds", []))
+        searched = f", searched at tolerance {_fmt(verification['search_tolerance'])}" if rounds > 1 else ""
+        print(
+            f"  verification ({verification['samples']} held-back samples): {_fmt(verification['value'])} "
+            f"{verdict}{searched}"
+        )
+    else:
+        print("  verification: none (too few feeds to hold any back)")
+    worst = result.worst_inputs(3)
+    if worst:
+        print("  hardest inputs: " + ", ".join(f"{sample} ({_fmt(value)})" for sample, _, value in worst))
 
 
 def _cmd_sweep(args) -> int:
@@ -243,9 +296,14 @@ def _cmd_sweep(args) -> int:
         args.model,
         data=args.data,
         data_loader_script=args.data_loader_script,
+        labels=args.labels,
         metric=args.metric,
         metric_direction=args.metric_direction,
         tolerance=args.tolerance,
+        max_drop=args.max_drop,
+        criterion=args.criterion,
+        verify_samples=args.verify_samples,
+        until_verified=args.until_verified,
         out_dir=args.out,
         recipe=args.recipe,
         ops=_ops(args.ops),
@@ -257,6 +315,7 @@ def _cmd_sweep(args) -> int:
         seed=args.seed,
         input_shapes=_shapes(args.input_shape),
         output_slices=args.output_slice,
+        judge_outputs=args.judge_output,
         sensitivity=args.sensitivity,
         search=args.search,
         backend=args.backend,
@@ -272,6 +331,9 @@ def _cmd_sweep(args) -> int:
 
     for warning in channel_warnings(result):
         log.warning(warning)
+    if args.quiet:  # the log showed them otherwise: a doubt about the plan is part of the result
+        for notice in result.notices:
+            print(f"WARNING: {notice}", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,10 @@ evaluation set and turn them into the metrics of DESIGN section 2.
 | cosine     | mean over samples of cos(y_i, r_i), flattened     | higher |
 | sqnr       | 10 log10(||r||^2 / ||y - r||^2) dB                | higher |
 | top1       | fraction of rows whose argmax over the last axis agrees | higher |
+| accuracy   | top-1 of the first output against the user's labels | higher |
+
+``accuracy`` and custom ``module:function`` metrics are *task metrics* (:class:`TaskMetric`): computed from the
+outputs (and labels) of every sample rather than from error statistics.
 
 Every model output (or output slice, ``--output-slice NAME:AXIS:START:STOP``) is a *part*; the worst part
 decides. A sample is one row along axis 0 of an output.
@@ -22,7 +26,7 @@ import math
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +46,9 @@ __all__ = [
     "Comparison",
     "ChannelStats",
     "worst_value",
+    "TASK_METRICS",
+    "TaskMetric",
+    "top1_accuracy",
 ]
 
 
@@ -88,8 +95,15 @@ METRICS: dict[str, Metric] = {
 }
 
 
+TASK_METRICS: dict[str, Metric] = {"accuracy": Metric("accuracy", "higher", 0.0, 1.0)}
+
+
 def get_metric(name: str, *, direction: str | None = None) -> Metric:
     """The built-in metric ``name``, or a custom ``module:function`` metric with its declared ``direction``."""
+    if name in TASK_METRICS:
+        if direction is not None and direction != TASK_METRICS[name].direction:
+            raise InputError(f"metric '{name}' is {TASK_METRICS[name].direction}-is-better; drop --metric-direction")
+        return TASK_METRICS[name]
     if name in METRICS:
         if direction is not None and direction != METRICS[name].direction:
             raise InputError(f"metric '{name}' is {METRICS[name].direction}-is-better; drop --metric-direction")
@@ -101,13 +115,12 @@ def get_metric(name: str, *, direction: str | None = None) -> Metric:
             )
         return Metric(name, direction)
     raise InputError(
-        f"unknown metric '{name}'; choose one of {', '.join(METRICS)} or a custom module:function"
+        f"unknown metric '{name}'; choose one of {', '.join([*METRICS, *TASK_METRICS])} or a custom module:function"
     )
 
 
-def load_custom_metric(spec: str) -> Callable[[dict, dict], float]:
-    """Import ``module:function`` or ``path/to/file.py:function``; it is called as ``f(outputs, reference)``
-    with dicts output name -> array (all evaluation samples concatenated on axis 0) and returns a float."""
+def load_custom_metric(spec: str) -> Callable[..., float]:
+    """Import ``module:function`` or ``path/to/file.py:function`` (see :class:`TaskMetric` for how it is called)."""
     module_name, _, func_name = spec.rpartition(":")
     try:
         if module_name.endswith(".py"):
@@ -250,6 +263,18 @@ class ErrorStats:
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def to_row(self) -> list[float]:
+        """The statistics as one compact list, in field order (a per-sample record in the journal)."""
+        return [getattr(self, f.name) for f in fields(self)]
+
+    @classmethod
+    def from_row(cls, row: Sequence[float]) -> ErrorStats:
+        """Inverse of :meth:`to_row`."""
+        return cls(*(int(v) if f.type == "int" else float(v) for f, v in zip(fields(cls), row)))
+
+
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ErrorStats))
+
 
 MAX_CHANNELS = 256  # outputs with more channels on axis 1 get no per-channel breakdown
 
@@ -281,11 +306,13 @@ class ChannelStats:
 
 @dataclass
 class Comparison:
-    """Statistics of one evaluation: per judged part, per whole output, and per channel of each output."""
+    """Statistics of one evaluation: per judged part, per whole output, per channel of each output, and per
+    sample (one feed) and part (``samples[part][i]``: the statistics of feed ``i`` alone)."""
 
     parts: dict[str, ErrorStats]
     outputs: dict[str, ErrorStats]
     channels: dict[str, ChannelStats]
+    samples: dict[str, list[ErrorStats]] = field(default_factory=dict)
 
 
 class _OutputStats:
@@ -333,9 +360,10 @@ class StreamingComparison:
     also computes medians and histograms of every output for log lines that precision-lab never prints.
     """
 
-    def __init__(self, slices: Sequence[OutputSlice] = ()) -> None:
+    def __init__(self, slices: Sequence[OutputSlice] = (), judged: Sequence[str] | None = None) -> None:
         self.slices = tuple(slices)
-        self.total = Comparison({}, {}, {})
+        self.judged = None if judged is None else frozenset(judged)  # outputs that decide (None: every output)
+        self.total = Comparison({}, {}, {}, {})
         self._compare = _make_compare_func(self.slices)
         self.iterations = 0
 
@@ -357,8 +385,9 @@ class StreamingComparison:
         )
         total = self.total
         for name, output_stats in per_output.items():
-            for part, stats in output_stats.parts.items():
+            for part, stats in output_stats.parts.items() if self.judged is None or name in self.judged else ():
                 total.parts[part] = total.parts[part].merge(stats) if part in total.parts else stats
+                total.samples.setdefault(part, []).append(stats)
             total.outputs[name] = total.outputs[name].merge(output_stats.whole) if name in total.outputs else output_stats.whole
             if output_stats.channels is not None:
                 channels = total.channels.get(name)
@@ -392,3 +421,92 @@ def worst_value(part_values: Mapping[str, Mapping[str, float]], metric: Metric) 
         if not math.isnan(worst) and (math.isnan(value) or metric.worse(value, worst) != worst):
             worst_part, worst = part, value
     return worst, worst_part
+
+
+def top1_accuracy(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
+    """Built-in ``accuracy``: the share of rows of the model's first output whose argmax over the last axis equals
+    the label (labels: one integer per row)."""
+    first = next(iter(outputs.values()))
+    predicted = np.argmax(np.asarray(first), axis=-1).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size != predicted.size:
+        raise InputError(
+            f"metric accuracy: {labels.size} labels for {predicted.size} predictions (rows of the first output); "
+            "give one integer class label per row"
+        )
+    return float(np.mean(predicted == labels)) if labels.size else math.nan
+
+
+class TaskMetric:
+    """A metric computed from whole outputs: ``accuracy`` or a user function ``f(outputs, reference[, labels])``.
+
+    ``outputs`` and ``reference`` are dicts output name -> array with the samples concatenated on axis 0;
+    ``labels`` (when the function takes a third parameter) are the samples' labels concatenated likewise. The
+    function returns a float, or one value per sample (a sequence as long as the number of feeds). For a float,
+    the per-sample values come from calling it on each sample alone; for per-sample values, the aggregate is
+    their mean.
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.function = top1_accuracy if spec in TASK_METRICS else load_custom_metric(spec)
+        self.takes_labels = spec in TASK_METRICS or _positional_count(self.function) >= 3
+
+    def evaluate(
+        self,
+        outputs: Sequence[Mapping[str, np.ndarray]],
+        reference: Sequence[Mapping[str, np.ndarray]],
+        labels: Sequence[object] | None,
+    ) -> tuple[float, list[float]]:
+        """The aggregate value and the per-sample values over ``outputs`` (one dict per feed)."""
+        if self.takes_labels and labels is None:
+            raise InputError(
+                f"metric '{self.spec}' needs labels: pass --labels FILE (JSON or CSV keyed by data file name) or a "
+                "data loader script that yields (feed, label) pairs"
+            )
+        count = len(outputs)
+        joined = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+        joined_ref = {name: np.concatenate([np.asarray(r[name]) for r in reference]) for name in outputs[0]}
+        args = [joined, joined_ref]
+        if self.takes_labels:
+            args.append(np.concatenate([np.atleast_1d(np.asarray(label)) for label in labels]))
+        result = self._call(*args)
+        values = np.asarray(result, dtype=np.float64)
+        if values.ndim == 1 and values.size == count:
+            per_sample = [float(v) for v in values]
+            return float(np.mean(values)), per_sample
+        if values.ndim != 0:
+            raise InputError(
+                f"metric '{self.spec}' returned an array of shape {values.shape}; return a float or one value per "
+                f"sample ({count})"
+            )
+        per_sample = []
+        for i in range(count):
+            args = [dict(outputs[i]), {name: np.asarray(reference[i][name]) for name in outputs[i]}]
+            if self.takes_labels:
+                args.append(np.atleast_1d(np.asarray(labels[i])))
+            per_sample.append(float(self._call(*args)))
+        return float(values), per_sample
+
+    def _call(self, *args) -> object:
+        try:
+            return self.function(*args)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(
+                f"metric '{self.spec}' raised {type(exc).__name__}: {str(exc)[:200]}; fix the metric function"
+            ) from exc
+
+
+def _positional_count(function: Callable) -> int:
+    """How many positional parameters ``function`` accepts (3 or more when it takes ``*args``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return 3
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)

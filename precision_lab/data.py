@@ -8,6 +8,11 @@ Three sources, in order of preference:
   returns or yields feed dicts. **This runs the script's code** with your permissions;
 * synthetic data from Polygraphy's ``DataLoader`` (uniform 0..1, fixed seed), with a loud warning: sensitivity
   measured on random inputs may not match real data.
+
+The feeds are split three ways, disjoint: calibration (ranges), evaluation (what the search sees) and
+verification (held back from the search; the final plan is judged on it). Labels, for task metrics such as
+``accuracy``, come from ``--labels FILE`` (keyed by data file name) or from a loader script that yields
+``(feed, label)`` pairs.
 """
 
 from __future__ import annotations
@@ -33,18 +38,22 @@ __all__ = [
     "split_feeds",
     "feeds_fingerprint",
     "shapes_from_feeds",
+    "load_labels",
     "DEFAULT_CALIB_SAMPLES",
     "DEFAULT_EVAL_SAMPLES",
+    "DEFAULT_VERIFY_SAMPLES",
 ]
 
 Feed = dict[str, np.ndarray]
-DEFAULT_CALIB_SAMPLES = 32
-DEFAULT_EVAL_SAMPLES = 16
+DEFAULT_CALIB_SAMPLES = 16
+DEFAULT_EVAL_SAMPLES = 32
+DEFAULT_VERIFY_SAMPLES = 16
 
 
 @dataclass(frozen=True)
 class DataSet:
-    """Calibration and evaluation feeds (disjoint), where they came from and their fingerprints."""
+    """Calibration, evaluation and verification feeds (disjoint), their names (``*_labels``: data file names),
+    their task labels (``*_targets``, ``None`` without labels), where they came from and their fingerprints."""
 
     calib: tuple[Feed, ...]
     eval: tuple[Feed, ...]
@@ -54,6 +63,12 @@ class DataSet:
     synthetic: bool
     calib_fingerprint: str
     eval_fingerprint: str
+    verify: tuple[Feed, ...] = ()
+    verify_labels: tuple[str, ...] = ()
+    verify_fingerprint: str = ""
+    eval_targets: tuple | None = None
+    verify_targets: tuple | None = None
+    targets_fingerprint: str = ""
 
 
 def _load_npz(path: Path) -> Feed:
@@ -95,10 +110,11 @@ def load_folder(folder: str | os.PathLike, specs: Sequence[InputSpec]) -> tuple[
     raise InputError(f"data folder {folder} is empty (no .npz or .npy files); add one file per input feed")
 
 
-def load_from_script(spec: str) -> list[Feed]:
+def load_from_script(spec: str) -> tuple[list[Feed], list | None]:
     """Call ``func`` of ``file.py[:func]`` (Polygraphy's data-loader convention; default ``load_data``).
 
-    Runs user code. The function returns or yields feed dicts (input name -> array).
+    Runs user code. The function returns or yields feed dicts (input name -> array), or ``(feed, label)``
+    pairs. Returns the feeds and the labels (``None`` without labels).
     """
     import importlib.util
 
@@ -116,15 +132,64 @@ def load_from_script(spec: str) -> list[Feed]:
     if loader is None:
         raise InputError(f"data loader script {path} has no function '{func}'; name it with {path}:FUNC")
     try:
-        feeds = [dict(feed) for feed in loader()]
+        items = list(loader())
     except Exception as exc:
         raise InputError(
             f"data loader script {path}:{func} failed ({type(exc).__name__}: {str(exc)[:200]}); "
             "it must return or yield feed dicts (input name -> array)"
         ) from exc
-    if not feeds:
+    if not items:
         raise InputError(f"data loader script {path}:{func} produced no feeds")
-    return [{name: np.asarray(value) for name, value in feed.items()} for feed in feeds]
+    pairs = [isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], Mapping) for item in items]
+    if any(pairs) and not all(pairs):
+        raise InputError(f"data loader script {path}:{func} mixes feeds and (feed, label) pairs; yield one kind")
+    feeds = [item[0] if labelled else item for item, labelled in zip(items, pairs)]
+    if not all(isinstance(feed, Mapping) for feed in feeds):
+        raise InputError(
+            f"data loader script {path}:{func} must yield feed dicts (input name -> array) or (feed, label) pairs"
+        )
+    labels = [item[1] for item in items] if all(pairs) else None
+    return [{name: np.asarray(value) for name, value in feed.items()} for feed in feeds], labels
+
+
+def load_labels(path: str | os.PathLike, names: Sequence[str]) -> list:
+    """Labels of the data files ``names`` from ``path``: JSON ``{"file.npz": label}`` or CSV lines
+    ``file.npz,label`` (a header line is allowed). A label is an integer class or a list of integers (one per
+    output row). Files are matched by name, or by name without extension."""
+    import csv
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"labels file not found: {path}; pass --labels FILE (JSON or CSV keyed by data file name)")
+    try:
+        if path.suffix.lower() == ".json":
+            table = json.loads(path.read_text())
+            if not isinstance(table, dict):
+                raise ValueError("expected an object {file name: label}")
+        else:
+            table = {}
+            for row in csv.reader(path.read_text().splitlines()):
+                if len(row) < 2 or not row[0].strip():
+                    continue
+                try:
+                    table[row[0].strip()] = [int(v) for v in row[1].split()]
+                except ValueError:
+                    if table:  # only the first line may be a header
+                        raise
+    except ValueError as exc:
+        raise InputError(f"cannot read labels from {path} ({exc}); write JSON {{file: label}} or CSV file,label") from exc
+    labels, missing = [], []
+    for name in names:
+        label = table.get(name, table.get(Path(name).stem))
+        if label is None:
+            missing.append(name)
+        labels.append(label)
+    if missing:
+        raise InputError(
+            f"{path} has no label for {len(missing)} of {len(names)} data files (e.g. {missing[0]}); label every file"
+        )
+    return labels
 
 
 def synthetic_feeds(specs: Sequence[InputSpec], count: int, *, seed: int = 0) -> list[Feed]:
@@ -201,15 +266,21 @@ def feeds_fingerprint(feeds: Iterable[Feed]) -> str:
 
 
 def split_feeds(
-    feeds: Sequence[Feed], *, calib_samples: int, eval_samples: int, seed: int = 0
-) -> tuple[list[int], list[int], list[str]]:
-    """Deterministic, disjoint split: shuffle with ``seed``, calibration first, then evaluation.
+    feeds: Sequence[Feed],
+    *,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
+    seed: int = 0,
+) -> tuple[list[int], list[int], list[int], list[str]]:
+    """Deterministic, disjoint split: shuffle with ``seed``; calibration, then evaluation, then verification.
 
-    Returns the indices of the calibration and evaluation feeds, and warnings. With fewer feeds than
-    asked for, both sets shrink in proportion (at least one each). Needs at least two feeds.
+    Returns the indices of the calibration, evaluation and verification feeds, and warnings. With fewer feeds
+    than asked for, the three sets shrink in proportion (calibration and evaluation at least one each;
+    verification is dropped, with a warning, below three feeds). ``verify_samples=0`` turns verification off.
     """
-    if calib_samples < 1 or eval_samples < 1:
-        raise InputError("--calib-samples and --eval-samples must be at least 1")
+    if calib_samples < 1 or eval_samples < 1 or verify_samples < 0:
+        raise InputError("--calib-samples and --eval-samples must be at least 1, --verify-samples at least 0")
     if len(feeds) < 2:
         raise InputError(
             f"need at least 2 input feeds for disjoint calibration and evaluation sets, got {len(feeds)}; "
@@ -217,19 +288,30 @@ def split_feeds(
         )
     order = np.random.default_rng(seed).permutation(len(feeds))
     warnings = []
-    wanted = calib_samples + eval_samples
+    wanted = calib_samples + eval_samples + verify_samples
     if len(feeds) < wanted:
-        eval_count = max(1, round(len(feeds) * eval_samples / wanted))
-        calib_count = len(feeds) - eval_count
+        counts = _proportional(len(feeds), (calib_samples, eval_samples, verify_samples))
+        calib_count, eval_count, verify_count = counts
         warnings.append(
-            f"only {len(feeds)} feeds for {calib_samples} calibration + {eval_samples} evaluation samples; "
-            f"using {calib_count} + {eval_count}"
+            f"only {len(feeds)} feeds for {calib_samples} calibration + {eval_samples} evaluation + "
+            f"{verify_samples} verification samples; using {calib_count} + {eval_count} + {verify_count}"
         )
     else:
-        calib_count, eval_count = calib_samples, eval_samples
+        calib_count, eval_count, verify_count = calib_samples, eval_samples, verify_samples
     calib = [int(i) for i in order[:calib_count]]
     evaluation = [int(i) for i in order[calib_count : calib_count + eval_count]]
-    return calib, evaluation, warnings
+    verify = [int(i) for i in order[calib_count + eval_count : calib_count + eval_count + verify_count]]
+    return calib, evaluation, verify, warnings
+
+
+def _proportional(total: int, wanted: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Split ``total`` feeds in proportion to ``wanted`` (calibration, evaluation, verification): at least one
+    calibration and one evaluation feed, and one verification feed when asked for and there are three feeds."""
+    calib_w, eval_w, verify_w = wanted
+    verify = 0 if verify_w == 0 or total < 3 else max(1, round(total * verify_w / sum(wanted)))
+    calib = max(1, round(total * calib_w / sum(wanted)))
+    calib = min(calib, total - verify - 1)
+    return calib, total - calib - verify, verify
 
 
 def make_dataset(
@@ -239,12 +321,15 @@ def make_dataset(
     data_loader_script: str | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES,
     seed: int = 0,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    labels_file: str | os.PathLike | None = None,
 ) -> tuple[DataSet, list[str]]:
     """Load (or synthesize), validate and split the data. Returns the data set and warnings to show.
 
-    Defaults: 32 calibration and 16 evaluation samples, seed 0, synthetic data when no source is given.
+    Defaults: 16 calibration, 32 evaluation and 16 verification samples (in proportion when there are fewer
+    feeds), seed 0, synthetic data when no source is given, labels from ``labels_file`` or the loader script.
     """
     if data_dir is not None and data_loader_script is not None:
         raise InputError("give either --data or --data-loader-script, not both")
@@ -253,26 +338,34 @@ def make_dataset(
     specs = [
         InputSpec(s.name, s.dtype, tuple(fixed[s.name]) if s.name in fixed else s.shape) for s in specs
     ]
+    targets = None
     if data_dir is not None:
         (feeds, labels), source, synthetic = load_folder(data_dir, specs), str(data_dir), False
     elif data_loader_script is not None:
-        feeds, source, synthetic = load_from_script(data_loader_script), data_loader_script, False
+        (feeds, targets), source, synthetic = load_from_script(data_loader_script), data_loader_script, False
         labels = [f"#{i}" for i in range(len(feeds))]
     else:
-        feeds = synthetic_feeds(specs, calib_samples + eval_samples, seed=seed)
+        if labels_file is not None:
+            raise InputError("--labels needs --data (labels are keyed by data file name)")
+        feeds = synthetic_feeds(specs, calib_samples + eval_samples + verify_samples, seed=seed)
         labels = [f"#{i}" for i in range(len(feeds))]
         source, synthetic = "synthetic (uniform 0..1)", True
         warnings.append(
             "NO DATA GIVEN: using synthetic random inputs (uniform 0..1). Layer sensitivity on random data "
             "can differ a lot from real data; pass --data DIR or --data-loader-script for a plan you can trust"
         )
+    if labels_file is not None:
+        if targets is not None:
+            raise InputError("the data loader script yields labels already; drop --labels")
+        targets = load_labels(labels_file, labels)
     validate_feeds(feeds, specs, source=source)
-    calib_index, eval_index, split_warnings = split_feeds(
-        feeds, calib_samples=calib_samples, eval_samples=eval_samples, seed=seed
+    calib_index, eval_index, verify_index, split_warnings = split_feeds(
+        feeds, calib_samples=calib_samples, eval_samples=eval_samples, verify_samples=verify_samples, seed=seed
     )
     warnings.extend(split_warnings)
     calib = [feeds[i] for i in calib_index]
     evaluation = [feeds[i] for i in eval_index]
+    verify = [feeds[i] for i in verify_index]
     dataset = DataSet(
         calib=tuple(calib),
         eval=tuple(evaluation),
@@ -282,5 +375,17 @@ def make_dataset(
         synthetic=synthetic,
         calib_fingerprint=feeds_fingerprint(calib),
         eval_fingerprint=feeds_fingerprint(evaluation),
+        verify=tuple(verify),
+        verify_labels=tuple(labels[i] for i in verify_index),
+        verify_fingerprint=feeds_fingerprint(verify),
+        eval_targets=None if targets is None else tuple(targets[i] for i in eval_index),
+        verify_targets=None if targets is None else tuple(targets[i] for i in verify_index),
+        targets_fingerprint="" if targets is None else _labels_fingerprint(targets),
     )
     return dataset, warnings
+
+
+def _labels_fingerprint(targets: Sequence[object]) -> str:
+    import json
+
+    return hashlib.sha256(json.dumps([np.asarray(t).tolist() for t in targets]).encode()).hexdigest()

@@ -7,16 +7,16 @@ sweep. A :class:`WorkerSpec` is everything a worker needs, sent to it once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from precision_lab.backends import Backend, PlanBuild
 from precision_lab.calibration import Ranges
-from precision_lab.compare import OutputSlice, StreamingComparison, load_custom_metric
+from precision_lab.compare import OutputSlice, StreamingComparison, TaskMetric
 from precision_lab.data import Feed
-from precision_lab.errors import EvaluationError, InputError
+from precision_lab.errors import EvaluationError
 from precision_lab.model import Candidate, PreparedModel
 from precision_lab.qdq import QdqBuilder
 
@@ -35,16 +35,18 @@ class WorkerSpec:
     eval_feeds: tuple[Feed, ...]
     reference: Sequence[Mapping[str, np.ndarray]]  # a ReferenceStore: pickles as its folder
     slices: tuple[OutputSlice, ...]
-    custom_spec: str | None = None
+    custom_spec: str | None = None  # a task metric: "accuracy" or a custom module:function
+    targets: tuple | None = None  # the labels of eval_feeds, for task metrics that take labels
+    judged: tuple[str, ...] | None = None  # the outputs that decide the metric (None: every output)
 
 
 class PlanRunner:
     """Evaluates plans for one :class:`WorkerSpec` (the Q/DQ builder quantizes weights once, here)."""
 
-    def __init__(self, builder: QdqBuilder | None, spec: WorkerSpec, *, custom: Callable | None = None) -> None:
+    def __init__(self, builder: QdqBuilder | None, spec: WorkerSpec, *, custom: TaskMetric | None = None) -> None:
         self.spec = spec
         self.builder = builder or QdqBuilder(spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe)
-        self.custom = custom if custom is not None or not spec.custom_spec else load_custom_metric(spec.custom_spec)
+        self.custom = custom if custom is not None or not spec.custom_spec else TaskMetric(spec.custom_spec)
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec) -> PlanRunner:
@@ -52,16 +54,21 @@ class PlanRunner:
 
     def run(self, fp32: tuple[str, ...]) -> dict:
         """Fields of the plan's :class:`~precision_lab.results.Evaluation`: ``status``, ``parts``, ``outputs``,
-        ``channels``, ``custom``, ``error`` and ``seconds`` (qdq, build, infer, compare, total)."""
+        ``channels``, ``samples`` (per part, each feed's error statistics), ``custom`` and ``custom_samples``
+        (a task metric's value and per-feed values), ``error`` and ``seconds`` (qdq, build, infer, compare,
+        total)."""
         spec = self.spec
         start = time.perf_counter()
-        fields: dict = {"status": "ok", "parts": {}, "outputs": {}, "channels": {}, "custom": None, "error": None}
+        fields: dict = {
+            "status": "ok", "parts": {}, "outputs": {}, "channels": {}, "samples": {}, "custom": None,
+            "custom_samples": None, "error": None,
+        }
         seconds: dict[str, float] = {}
         try:
             model = self.builder.build(fp32)
             plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
             seconds["qdq"] = time.perf_counter() - start
-            comparison = StreamingComparison(spec.slices)
+            comparison = StreamingComparison(spec.slices, spec.judged)
             kept: list[dict[str, np.ndarray]] = []  # only a custom metric needs every output at once
             compare_seconds = 0.0
 
@@ -82,10 +89,10 @@ class PlanRunner:
             fields["parts"] = {part: s.values() for part, s in total.parts.items()}
             fields["outputs"] = {name: s.values() for name, s in total.outputs.items()}
             fields["channels"] = {name: c.to_json() for name, c in total.channels.items()}
+            fields["samples"] = {part: [s.to_row() for s in rows] for part, rows in total.samples.items()}
             if self.custom is not None:
-                joined = {name: np.concatenate([o[name] for o in kept]) for name in kept[0]}
-                joined_ref = {name: np.concatenate([spec.reference[i][name] for i in range(len(kept))]) for name in kept[0]}
-                fields["custom"] = _call_custom(self.custom, spec.custom_spec, joined, joined_ref)
+                reference = [spec.reference[i] for i in range(len(kept))]
+                fields["custom"], fields["custom_samples"] = self.custom.evaluate(kept, reference, spec.targets)
             seconds["compare"] = compare_seconds + time.perf_counter() - started
         except EvaluationError as exc:
             fields["status"], fields["error"] = "failed", str(exc)
@@ -93,15 +100,3 @@ class PlanRunner:
         fields["seconds"] = seconds
         return fields
 
-
-def _call_custom(custom: Callable, spec: str | None, outputs: dict, reference: dict) -> float:
-    """The user's metric on ``outputs``; its own failure is the user's to fix (exit code 2), not a bug here."""
-    try:
-        return float(custom(outputs, reference))
-    except Exception as exc:
-        from precision_lab.console import first_line
-
-        raise InputError(
-            f"custom metric '{spec or getattr(custom, '__name__', 'custom')}' raised {type(exc).__name__}: "
-            f"{first_line(exc)}; fix the function (--verbose shows its traceback)"
-        ) from exc

@@ -11,9 +11,10 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["Journal", "JOURNAL_NAME"]
+__all__ = ["Journal", "JOURNAL_NAME", "JOURNAL_FORMAT"]
 
 JOURNAL_NAME = "journal.jsonl"
+JOURNAL_FORMAT = 2  # 2: records carry per-sample statistics ("samples"); 1 (no "format" key): aggregates only
 
 
 class Journal:
@@ -26,6 +27,7 @@ class Journal:
         self.path = Path(path)
         self.records: dict[str, dict] = {}
         self.repaired = False
+        self.outdated = 0  # records of an older format (no per-sample statistics)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not resume:
             os.replace(self.path, self.path.with_name(self.path.name + ".old"))
@@ -45,6 +47,7 @@ class Journal:
             good_end += len(line)
             if isinstance(record, dict) and "key" in record:
                 self.records[record["key"]] = record
+                self.outdated += record.get("format", 1) < JOURNAL_FORMAT
         if good_end != len(raw):
             self.repaired = True
             with open(self.path, "r+b") as handle:

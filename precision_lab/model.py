@@ -8,7 +8,10 @@ Preparation (DESIGN section 2) makes every later step simple and deterministic:
 4. ``Constant`` nodes (and constant subgraphs feeding weights) folded into initializers;
 5. BatchNormalization folded into the Conv before it (TensorRT folds it too, so weights are quantized
    as TensorRT sees them);
-6. shapes inferred, so every activation has a type for calibration: ONNX shape inference first; where it
+6. ``If`` nodes whose condition is fixed once the input shapes are fixed (or given ``constant_inputs``, the
+   inputs whose value is the same in every feed) folded, the taken branch flattened into the main graph
+   (see :mod:`precision_lab.control_flow`);
+7. shapes inferred, so every activation has a type for calibration: ONNX shape inference first; where it
    leaves a node's input or output without a type or a static shape (e.g. a ``Reshape`` whose shape is
    computed by ``Shape -> Gather -> Div -> Concat`` from a tensor that is itself not inferred yet), ONNX
    Runtime's symbolic shape inference (needs ``sympy``), then one run of the model in ONNX Runtime on zeros
@@ -36,6 +39,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 
+from precision_lab.control_flow import (
+    SUBGRAPH_OPS,
+    condition_inputs,
+    constant_inputs,
+    fixed_conditions,
+    flatten_ifs,
+    has_if,
+    subgraph_layers,
+)
 from precision_lab.errors import InputError
 from precision_lab.onnx_io import PROTOBUF_LIMIT, model_digest, save_model
 
@@ -50,12 +62,16 @@ __all__ = [
     "list_candidates",
     "parse_input_shape",
     "check_input_shape_names",
+    "constant_inputs",
+    "constant_inputs_to_json",
+    "constant_inputs_from_json",
 ]
 
 MIN_OPSET = 13
 log = logging.getLogger("precision_lab")
 _INLINE_LIMIT = PROTOBUF_LIMIT  # models larger than this go through files for checking and shape inference
-_SUBGRAPH_OPS = ("If", "Loop", "Scan")
+_MAX_FOLD_ROUNDS = 8  # an If nested in a taken branch is folded in the next round
+_SHOWN_LAYERS = 8  # subgraph layers named in the warning
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,9 @@ class PreparedModel:
     """The prepared model and what was done to it.
 
     ``sha256`` is the hash of the original file, ``prepared_sha256`` of the prepared model's bytes.
+    ``folded_ifs`` maps each folded ``If`` node to the branch flattened in its place; ``constant_inputs`` holds
+    the constant-valued inputs that decided a folded condition (the prepared model holds only for feeds with
+    those values).
     """
 
     model: onnx.ModelProto
@@ -98,6 +117,8 @@ class PreparedModel:
     renamed_nodes: dict[str, str] = field(default_factory=dict)
     folded_batchnorms: tuple[str, ...] = ()
     original_opset: int = 0
+    folded_ifs: dict[str, str] = field(default_factory=dict)
+    constant_inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -382,13 +403,19 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Turn ``Constant`` nodes and constant subgraphs into initializers (onnx-graphsurgeon)."""
+    """Turn ``Constant`` nodes and constant subgraphs into initializers (onnx-graphsurgeon).
+
+    ``If`` nodes are never flattened here (graphsurgeon's flattening breaks multi-output ``If`` nodes, see
+    :func:`~precision_lab.control_flow.flatten_ifs`); :func:`_fold_control_flow` folds them.
+    """
     import onnx_graphsurgeon as gs
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds with ONNX Runtime; keep its warnings quiet
     graph = gs.import_onnx(model)
-    graph.fold_constants(fold_shapes=True, error_ok=True).cleanup(remove_unused_graph_inputs=False)
+    graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False).cleanup(
+        remove_unused_graph_inputs=False
+    )
     folded = gs.export_onnx(graph, do_type_check=False)
     folded.ir_version = model.ir_version
     return folded
@@ -518,7 +545,9 @@ def _run_shapes(model: onnx.ModelProto, gaps: Sequence[str]) -> dict[str, onnx.T
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in gaps if name not in existing)
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4
+    quiet = onnxruntime.RunOptions()
+    quiet.log_severity_level = 4  # a failing probe is expected for some models: its kernel errors are not news
     runs: list[list] = []
     try:
         with tempfile.TemporaryDirectory(prefix="precision-lab-probe-") as tmp:
@@ -530,7 +559,7 @@ def _run_shapes(model: onnx.ModelProto, gaps: Sequence[str]) -> dict[str, onnx.T
             session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
             for feed in _probe_feeds(specs):
                 try:
-                    runs.append(session.run(list(gaps), feed))
+                    runs.append(session.run(list(gaps), feed, quiet))
                 except Exception as exc:  # noqa: BLE001 - a feed the model rejects: use the other run
                     log.debug("shape probe run failed: %s", exc)
     except Exception as exc:  # noqa: BLE001
@@ -580,13 +609,90 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _check_constant_inputs(specs: Sequence[InputSpec], constants: Mapping[str, np.ndarray]) -> None:
+    known = [spec.name for spec in specs]
+    unknown = [name for name in constants if name not in known]
+    if unknown:
+        raise InputError(f"constant inputs {unknown} are not inputs of the model; its inputs are {known}")
+
+
+def _fold_control_flow(
+    model: onnx.ModelProto, constants: Mapping[str, np.ndarray]
+) -> tuple[onnx.ModelProto, dict[str, str], dict[str, np.ndarray]]:
+    """Fold every ``If`` (at any depth) whose condition is fixed by the input shapes or by ``constants``.
+
+    Rounds repeat (at most :data:`_MAX_FOLD_ROUNDS`) while conditions get fixed, so an ``If`` nested in a
+    taken branch is folded too. Returns the model, {If name: branch taken} and the constants that were used.
+    """
+    folded: dict[str, str] = {}
+    used: dict[str, np.ndarray] = {}
+    for _ in range(_MAX_FOLD_ROUNDS):
+        if not has_if(model):
+            break
+        deciding = {name: value for name, value in constants.items() if name in condition_inputs(model)}
+        conditions = fixed_conditions(model, deciding)
+        if not conditions:
+            break
+        flatten_ifs(model, conditions)
+        model = _fold_constants(model)
+        del model.graph.value_info[:]
+        model = _onnx_infer_shapes(model)  # the flattened branch's shapes, for the next round's shape folding
+        folded.update({name: "then_branch" if taken else "else_branch" for name, taken in conditions.items()})
+        used.update(deciding)
+    if folded:
+        log.info("folded %d If node(s) with a fixed condition: %s", len(folded),
+                 ", ".join(f"{name} -> {branch}" for name, branch in folded.items()))
+    if used:
+        log.warning("If conditions were folded with the value every feed gives input(s) %s; the prepared model "
+                    "and plan.onnx hold for feeds with those values only", ", ".join(sorted(used)))
+    return model, folded, used
+
+
+def _check_control_flow(model: onnx.ModelProto) -> None:
+    """A model that keeps ``If``/``Loop``/``Scan`` nodes must type-check with its fixed shapes: a branch kept
+    because its condition depends on the data may not fit them, and ONNX Runtime would refuse the model."""
+    has_control_flow = any(node.op_type in SUBGRAPH_OPS for node in model.graph.node)
+    if not has_control_flow or model.ByteSize() > _INLINE_LIMIT:
+        return
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, shape_inference.InferenceError) as exc:
+        first = (str(exc).strip().splitlines() or ["invalid model"])[0]
+        raise InputError(
+            f"with its input shapes fixed, a control-flow branch of the model does not type-check ({first[:240]}); "
+            "it is kept because its If condition depends on the data: feed the inputs that decide it the same "
+            "value in every feed (e.g. a sample rate) or export the model for these input shapes"
+        ) from exc
+
+
+def constant_inputs_to_json(constants: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    """``constants`` as JSON-able {name: {"dtype", "shape", "values"}} (for plan.json)."""
+    return {
+        name: {"dtype": np.asarray(v).dtype.str, "shape": list(np.shape(v)), "values": np.ravel(v).tolist()}
+        for name, v in constants.items()
+    }
+
+
+def constant_inputs_from_json(data: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`constant_inputs_to_json`."""
+    return {
+        name: np.asarray(entry["values"], dtype=np.dtype(entry["dtype"])).reshape(entry["shape"])
+        for name, entry in data.items()
+    }
+
+
 def prepare_model(
-    path: str | os.PathLike, *, input_shapes: Mapping[str, Sequence[int]] | None = None
+    path: str | os.PathLike,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    constant_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> PreparedModel:
     """Load the model at ``path`` and prepare it (see module docstring).
 
     ``input_shapes`` fixes dynamic input dimensions (default: none; a dynamic input then raises
-    :class:`InputError` naming the ``--input-shape`` to pass).
+    :class:`InputError` naming the ``--input-shape`` to pass). ``constant_inputs`` (default: none) holds inputs
+    whose value is the same in every feed (:func:`precision_lab.control_flow.constant_inputs`); they only
+    decide ``If`` conditions. Those inputs stay graph inputs, so the same feeds run the prepared model.
     """
     path = Path(path)
     model, sha256 = load_model(path)
@@ -603,10 +709,15 @@ def prepare_model(
             ) from exc
     _normalize_old_export(model)
     _fix_input_shapes(model, specs, dict(input_shapes or {}))
+    _check_constant_inputs(specs, constant_inputs or {})
     model = _infer_shapes(model)
+    model, folded_ifs, used_constants = _fold_control_flow(model, constant_inputs or {})
+    if folded_ifs:
+        renamed.update(_name_nodes(model))  # flattened branches may repeat names of the main graph
     model = _fold_constants(model)
     folded = _fold_batchnorms(model)
     model = _infer_shapes(model)
+    _check_control_flow(model)
     fixed_specs = input_specs(model)
     output_names = tuple(out.name for out in model.graph.output)
     return PreparedModel(
@@ -619,16 +730,9 @@ def prepare_model(
         renamed_nodes=renamed,
         folded_batchnorms=tuple(folded),
         original_opset=original_opset,
+        folded_ifs=folded_ifs,
+        constant_inputs=used_constants,
     )
-
-
-def _subgraph_nodes(node: onnx.NodeProto) -> Iterable[tuple[str, onnx.NodeProto]]:
-    for attribute in node.attribute:
-        graphs = list(attribute.graphs) + ([attribute.g] if attribute.HasField("g") else [])
-        for subgraph in graphs:
-            for inner in subgraph.node:
-                yield f"{node.name}.{attribute.name}", inner
-                yield from _subgraph_nodes(inner)
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -644,34 +748,61 @@ def _shape_table(model: onnx.ModelProto) -> dict[str, tuple[int | str | None, ..
     return table
 
 
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    graph = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*graph.value_info, *graph.input, *graph.output]}
+    types.update({init.name: init.data_type for init in graph.initializer})
+    return types
+
+
+def _has_float_activation(node: onnx.NodeProto, elem_types: Mapping[str, int], initializers: set[str]) -> bool:
+    """Whether ``node`` reads a float32 activation (an untyped one counts): Q/DQ is placed on float32 tensors
+    only, never on integer, boolean or shape tensors, nor on float16/double ones (opset-13 Q/DQ is float32)."""
+    return any(
+        name and name not in initializers and elem_types.get(name, 0) in (0, onnx.TensorProto.FLOAT)
+        for name in node.input
+    )
+
+
+def _warn_subgraph_layers(model: onnx.ModelProto, op_types: Iterable[str], exclude: Sequence[str]) -> None:
+    """One warning naming the candidate-type layers inside ``If``/``Loop``/``Scan`` subgraphs, which stay FP32."""
+    inner = [layer for layer in subgraph_layers(model, op_types) if not _matches(layer.name, exclude)]
+    if not inner:
+        return
+    shown = ", ".join(f"{layer.name} ({layer.op_type}, in {layer.subgraph})" for layer in inner[:_SHOWN_LAYERS])
+    more = f" and {len(inner) - _SHOWN_LAYERS} more" if len(inner) > _SHOWN_LAYERS else ""
+    reasons = sorted({
+        "an If whose condition depends on the input data cannot be folded" if layer.owner_op == "If"
+        else f"{layer.owner_op} bodies are not unrolled"
+        for layer in inner
+    })
+    log.warning(
+        "%d layer(s) inside control-flow subgraphs stay FP32: %s%s (%s; only the main graph is quantized)",
+        len(inner), shown, more, "; ".join(reasons),
+    )
+
+
 def list_candidates(
     prepared: PreparedModel, *, op_types: Iterable[str], exclude: Sequence[str] = ()
 ) -> list[Candidate]:
     """Nodes of the prepared graph whose op type is in ``op_types``, in graph order, minus ``exclude``.
 
-    ``exclude`` holds node names or shell-style patterns (``backbone/*``). A candidate op inside an
-    ``If``/``Loop``/``Scan`` subgraph raises :class:`InputError` naming the subgraph.
+    ``exclude`` holds node names or shell-style patterns (``backbone/*``). Only main-graph nodes that read a
+    float32 activation are candidates. Nodes of those op types inside ``If``/``Loop``/``Scan`` subgraphs stay
+    FP32, named in one warning.
     """
     op_types = set(op_types)
     model = prepared.model
-    for node in model.graph.node:
-        if node.op_type in _SUBGRAPH_OPS:
-            for where, inner in _subgraph_nodes(node):
-                if inner.op_type in op_types:
-                    raise InputError(
-                        f"layer '{inner.name or inner.op_type}' ({inner.op_type}) sits inside subgraph "
-                        f"'{where}'; precision-lab quantizes only the main graph: inline the branch "
-                        "(e.g. fold the If with a fixed condition when exporting) or --exclude nothing "
-                        "inside it by using --ops without that op type"
-                    )
+    _warn_subgraph_layers(model, op_types, exclude)
     shapes = _shape_table(model)
+    elem_types = _elem_types(model)
     initializers = {init.name for init in model.graph.initializer}
     candidates = []
     for index, node in enumerate(model.graph.node):
         if node.op_type not in op_types or _matches(node.name, exclude):
             continue
-        if not any(name and name not in initializers for name in node.input):
-            continue  # no activation input: nothing to quantize
+        if not _has_float_activation(node, elem_types, initializers):
+            continue  # no float activation input: nothing to quantize
         candidates.append(
             Candidate(
                 name=node.name,

@@ -56,6 +56,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
                 "sha256": result.model["sha256"],
                 "input_shapes": result.model["input_shapes"],
                 "renamed_nodes": result.model["renamed_nodes"],
+                "constant_inputs": result.model.get("constant_inputs", {}),
             },
             "backend": result.backend,
             "backend_identity": result.backend_info.get("identity"),
@@ -68,9 +69,15 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "fp32_layers": list(plan.fp32_layers),
             "int8_layers": list(plan.int8_layers),
             "achieved": {"value": plan.value, "passed": plan.passed, "key": plan.key},
+            "verification": result.verification,
+            "confidence": result.confidence,
+            "worst_inputs": [
+                {"sample": sample, "part": part, "value": value} for sample, part, value in result.worst_inputs(5)
+            ],
+            "notices": list(result.notices),
             "evidence": plan.evidence,
             "baselines": result.baselines,
-            "evaluations": len(result.evaluation_records),
+            "evaluations": len(result.evaluation_records) + len(result.verification_records),
             "sensitivity": result.sensitivity,
             "plan_onnx": str(plan_onnx),
             "exports": result.exports or build_commands(plan_onnx),
@@ -106,14 +113,18 @@ def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | 
     """Write ``model`` with the saved ``plan`` applied as Q/DQ to ``output``. Returns warnings to show."""
     from precision_lab.calibration import Ranges
     from precision_lab.onnx_io import save_model
-    from precision_lab.model import list_candidates, prepare_model
+    from precision_lab.model import constant_inputs_from_json, list_candidates, prepare_model
     from precision_lab.qdq import QdqBuilder
 
     document = read_plan(plan)
     warnings = []
     quantization = document["quantization"]
     shapes = document.get("model", {}).get("input_shapes", {})
-    prepared = prepare_model(model, input_shapes={k: v for k, v in shapes.items() if all(isinstance(d, int) for d in v)})
+    prepared = prepare_model(
+        model,
+        input_shapes={k: v for k, v in shapes.items() if all(isinstance(d, int) for d in v)},
+        constant_inputs=constant_inputs_from_json(document.get("model", {}).get("constant_inputs", {})),
+    )
     if document.get("model", {}).get("sha256") not in (None, prepared.sha256):
         warnings.append(
             f"{model} differs from the model the plan was made for (sha256 mismatch); the plan's layer "

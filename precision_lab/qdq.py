@@ -92,10 +92,11 @@ def _weight_axis(node: onnx.NodeProto | object, op_type: str, rank: int) -> int 
 
 
 def _is_float(tensor) -> bool:
-    """Whether a graphsurgeon tensor holds floats (an unknown dtype counts as float)."""
+    """Whether a graphsurgeon tensor holds float32, the only type that gets Q/DQ (an unknown dtype counts as
+    float32; integer, boolean, float16 and double tensors never get Q/DQ)."""
     dtype = getattr(tensor, "dtype", None)
     try:
-        return dtype is None or np.dtype(dtype).kind == "f"
+        return dtype is None or np.dtype(dtype) == np.float32
     except TypeError:
         return True
 
@@ -111,7 +112,7 @@ def _quantize_constant(values: np.ndarray, axis: int | None) -> tuple[np.ndarray
     if axis is None:
         amax = np.max(np.abs(values)) if values.size else np.float32(0)
         scale = _scale_of(amax)
-        quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        quantized = np.asarray(np.clip(np.round(values / scale), -127, 127), dtype=np.int8)  # rank 0 stays an array
         return quantized, scale.reshape(())
     reduce_axes = tuple(i for i in range(values.ndim) if i != axis)
     amax = np.max(np.abs(values), axis=reduce_axes) if values.size else np.zeros(values.shape[axis])
@@ -182,7 +183,7 @@ class QdqBuilder:
                     is_weight = _WEIGHT_INPUT.get(node.op) == index
                     values = np.asarray(tensor.values)
                     axis = _weight_axis(node, node.op, values.ndim) if is_weight else None
-                    if values.dtype.kind == "f":
+                    if values.dtype == np.float32:
                         self._weights[(node.name, index)] = _QuantizedWeight(*_quantize_constant(values, axis), axis)
 
     @property
@@ -235,7 +236,9 @@ class QdqBuilder:
             for index in _data_input_indices(node.op, len(node.inputs)):
                 if (name, index) in self._weights:
                     weights.append((name, index))
-                elif not isinstance(node.inputs[index], gs.Constant) or node.op in SCALE_SHARING_OPS:
+                elif _is_float(node.inputs[index]) and (
+                    not isinstance(node.inputs[index], gs.Constant) or node.op in SCALE_SHARING_OPS
+                ):
                     edges[(name, index)] = edge_amax(node, index)
             if node.op in WEIGHTED_OPS:
                 continue
@@ -243,8 +246,8 @@ class QdqBuilder:
                 if not _is_float(output):
                     continue  # e.g. MaxPool's int64 Indices
                 for consumer in output.outputs:
-                    if consumer.name in pinned:
-                        continue
+                    if consumer.name in pinned or nodes.get(consumer.name) is not consumer:
+                        continue  # pinned, or inside a subgraph (reads the FP32 tensor from the outer scope)
                     for index, tensor in enumerate(consumer.inputs):
                         if tensor is output:
                             edges[(consumer.name, index)] = edge_amax(consumer, index)

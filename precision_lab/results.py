@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from precision_lab.compare import METRICS, Metric, get_metric, worst_value
+from precision_lab.criterion import AGGREGATE, Criterion, bootstrap_interval, criterion_value, sample_values
 
 __all__ = ["Evaluation", "LayerSensitivity", "Plan", "SweepResult", "load", "RESULT_NAME"]
 
@@ -41,8 +42,10 @@ def _from_text(value):
 @dataclass(frozen=True)
 class Evaluation:
     """One evaluated plan: FP32 layers, every built-in metric per judged part (``parts``) and per whole output
-    (``outputs``), per-channel error sums (``channels``: axis 1, ``sum_sq_err``/``sum_sq_ref``), and where
-    time went.
+    (``outputs``), per-channel error sums (``channels``: axis 1, ``sum_sq_err``/``sum_sq_ref``), each sample's
+    error statistics per part (``samples``: part -> one :meth:`~precision_lab.compare.ErrorStats.to_row` per
+    feed, in feed order), a task metric's value and per-feed values (``custom``, ``custom_samples``), and
+    where time went.
 
     ``status`` is ``"ok"`` or ``"failed"`` (``error`` says why; its value is NaN).
     """
@@ -58,20 +61,52 @@ class Evaluation:
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     sequence: int = 0
+    samples: dict[str, list[list[float]]] = field(default_factory=dict)
+    custom_samples: list[float] | None = None
 
-    def value(self, metric: Metric) -> float:
-        """The plan's value of ``metric``: the custom value or the worst part's."""
+    def value(self, metric: Metric, criterion: Criterion = AGGREGATE) -> float:
+        """The plan's value of ``metric`` under ``criterion`` (default: the aggregate over the set; the worst
+        part decides). NaN for a failed evaluation."""
         if self.status != "ok":
             return math.nan
-        if metric.name in METRICS:
+        if metric.name in METRICS and not criterion.per_sample:
             return worst_value(self.parts, metric)[0]
-        return math.nan if self.custom is None else self.custom
+        return criterion_value(
+            self.samples, metric, criterion, custom=self.custom, custom_samples=self.custom_samples
+        )
+
+    def interval(self, metric: Metric, criterion: Criterion = AGGREGATE, *, level: float = 0.95):
+        """Bootstrap confidence interval ``(low, high)`` of :meth:`value` over the samples, or ``None``."""
+        if self.status != "ok":
+            return None
+        custom = self.custom_samples
+        if metric.name not in METRICS and not criterion.per_sample and custom is not None:
+            if self.custom is None or not math.isclose(self.custom, sum(custom) / len(custom), rel_tol=1e-9, abs_tol=1e-12):
+                return None  # the aggregate is not the mean of the per-sample values: no honest interval
+        return bootstrap_interval(self.samples, metric, criterion, custom_samples=custom, level=level)
+
+    def sample_values(self, metric: Metric) -> dict[str, list[float]]:
+        """Per part (or ``metric``'s name for a task metric), each feed's value of ``metric``."""
+        if metric.name not in METRICS:
+            return {metric.name: list(self.custom_samples or [])}
+        return {part: [float(v) for v in values] for part, values in sample_values(self.samples, metric).items()}
 
     def worst_part(self, metric: Metric) -> str:
         """The output part that decides ``metric`` ("" for a custom metric or a failed evaluation)."""
         if self.status != "ok" or metric.name not in METRICS:
             return ""
         return worst_value(self.parts, metric)[1]
+
+    def worst_per_sample(self, metric: Metric) -> list[tuple[str, float]]:
+        """Per feed, the part that does worst on it and its value of ``metric`` (NaN is worst)."""
+        by_part = self.sample_values(metric)
+        worst = []
+        for values in zip(*by_part.values()):
+            pairs = list(zip(by_part, values))
+            nan = [p for p in pairs if math.isnan(p[1])]
+            pick = min if metric.higher_is_better else max
+            worst.append(nan[0] if nan else pick(pairs, key=lambda p: p[1]))
+        return worst
 
     def to_json(self) -> dict:
         return _finite_or_text(asdict(self) | {"fp32_layers": list(self.fp32_layers)})
@@ -91,13 +126,16 @@ class Evaluation:
             error=data.get("error"),
             seconds=data.get("seconds", {}),
             sequence=data.get("sequence", 0),
+            samples=data.get("samples", {}),
+            custom_samples=data.get("custom_samples"),
         )
 
 
 @dataclass(frozen=True)
 class LayerSensitivity:
     """A candidate layer, its rank (1 = most sensitive) and the sensitivity values measured (``signal``: the
-    one-pass error it adds, used by the fast search)."""
+    one-pass error it adds, used by the fast search; ``worst_input``: the evaluation sample on which the layer
+    alone in INT8 does the most harm, from its ``isolate`` evaluation)."""
 
     name: str
     op_type: str
@@ -106,6 +144,7 @@ class LayerSensitivity:
     isolate: float | None = None
     leave_one_out: float | None = None
     signal: float | None = None
+    worst_input: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,19 +182,78 @@ class SweepResult:
     quantization: dict = field(default_factory=dict)
     exports: dict = field(default_factory=dict)
     backend_info: dict = field(default_factory=dict)
+    verification: dict = field(default_factory=dict)
+    verification_records: tuple[Evaluation, ...] = ()
+    confidence: dict = field(default_factory=dict)
+    notices: tuple[str, ...] = ()
 
     @property
     def metric_obj(self) -> Metric:
         return get_metric(self.metric["name"], direction=None if ":" not in self.metric["name"] else self.metric["direction"])
 
     @property
+    def criterion(self) -> Criterion:
+        """What the tolerance applies to (``metric["criterion"]``, default ``aggregate``)."""
+        return Criterion.parse(self.metric.get("criterion", "aggregate"))
+
+    @property
+    def samples(self):
+        """One row per evaluated plan, data set, sample (data file) and part: ``key``, ``plan`` (``plan``,
+        ``all_int8``, ``all_fp32`` or ``""``), ``set`` (``evaluation``/``verification``), ``sample``, ``part``,
+        ``value`` of the sweep's metric on that sample alone."""
+        import pandas as pd
+
+        metric = self.metric_obj
+        names = {"evaluation": self.data.get("eval_feeds", []), "verification": self.data.get("verify_feeds", [])}
+        roles = {self.plan.key: "plan"}
+        everything = [layer.name for layer in self.layer_results]
+        rows = []
+        for data_set, records in (("evaluation", self.evaluation_records), ("verification", self.verification_records)):
+            for record in records:
+                role = roles.get(record.key, "")
+                if not record.fp32_layers:
+                    role = "all_int8"
+                elif sorted(record.fp32_layers) == sorted(everything):
+                    role = "all_fp32"
+                elif data_set == "verification" and sorted(record.fp32_layers) == sorted(self.plan.fp32_layers):
+                    role = "plan"
+                for part, values in record.sample_values(metric).items():
+                    for i, value in enumerate(values):
+                        sample = names[data_set][i] if i < len(names[data_set]) else f"#{i}"
+                        rows.append((record.key, role, data_set, sample, part, value))
+        return pd.DataFrame(rows, columns=["key", "plan", "set", "sample", "part", "value"])
+
+    def worst_inputs(self, count: int = 3, *, data_set: str = "evaluation") -> list[tuple[str, str, float]]:
+        """The ``count`` hardest inputs for the final plan: ``(sample, part, value)``, worst first."""
+        metric = self.metric_obj
+        if data_set == "evaluation":
+            record = self.plan_record
+            names = self.data.get("eval_feeds", [])
+        else:
+            record = next(
+                (r for r in self.verification_records if sorted(r.fp32_layers) == sorted(self.plan.fp32_layers)), None
+            )
+            names = self.data.get("verify_feeds", [])
+        if record is None or record.status != "ok":
+            return []
+        entries = [
+            (names[i] if i < len(names) else f"#{i}", part, value)
+            for i, (part, value) in enumerate(record.worst_per_sample(metric))
+        ]
+        sign = -1.0 if metric.higher_is_better else 1.0
+        entries.sort(key=lambda e: -math.inf if math.isnan(e[2]) else -sign * e[2])
+        return entries[:count]
+
+    @property
     def layers(self):
-        """One row per candidate layer: name, op_type, index, rank, isolate, leave_one_out, signal, fp32."""
+        """One row per candidate layer: name, op_type, index, rank, isolate, leave_one_out, signal, fp32,
+        worst_input."""
         import pandas as pd
 
         rows = [asdict(layer) | {"fp32": layer.name in self.plan.fp32_layers} for layer in self.layer_results]
         return pd.DataFrame(
-            rows, columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "signal", "fp32"]
+            rows,
+            columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "signal", "fp32", "worst_input"],
         ).astype({"isolate": float, "leave_one_out": float, "signal": float})  # not measured: NaN, not None
 
     @property
@@ -164,10 +262,11 @@ class SweepResult:
         import pandas as pd
 
         metric = self.metric_obj
+        criterion = self.criterion
         tolerance = self.metric["tolerance"]
         rows = []
         for record in self.evaluation_records:
-            value = record.value(metric)
+            value = record.value(metric, criterion)
             rows.append(
                 {
                     "sequence": record.sequence,
@@ -222,6 +321,12 @@ class SweepResult:
 
         return plot_output_channels(self, output)
 
+    def plot_samples(self):
+        """Per-sample values of the plan and the baselines on the evaluation and verification feeds (Figure)."""
+        from precision_lab.report.samples import plot_samples
+
+        return plot_samples(self)
+
     def plot_positions(self):
         """Sensitivity against position in the graph (matplotlib Figure)."""
         from precision_lab.report.plots import plot_positions
@@ -232,7 +337,9 @@ class SweepResult:
         data = asdict(self)
         data["layer_results"] = [asdict(layer) for layer in self.layer_results]
         data["evaluation_records"] = [record.to_json() for record in self.evaluation_records]
+        data["verification_records"] = [record.to_json() for record in self.verification_records]
         data["output_slices"] = list(self.output_slices)
+        data["notices"] = list(self.notices)
         return _finite_or_text(data)
 
     @classmethod
@@ -268,6 +375,10 @@ class SweepResult:
             quantization=data.get("quantization", {}),
             exports=data.get("exports", {}),
             backend_info=data.get("backend_info", {}),
+            verification=data.get("verification", {}),
+            verification_records=tuple(Evaluation.from_json(r) for r in data.get("verification_records", [])),
+            confidence=data.get("confidence", {}),
+            notices=tuple(data.get("notices", ())),
         )
 
 

@@ -1,7 +1,8 @@
 """One-pass signals: how much error each layer adds, from a single run of the all-INT8 model.
 
 The all-INT8 Q/DQ model and the FP32 model are run once on the evaluation feeds with every candidate's input
-and output tensors exposed. A layer's signal is the rel-l2 of its output minus the largest rel-l2 of its
+and output tensors exposed. Candidates are main-graph nodes, so only main-graph tensors are exposed: a tensor
+produced inside an ``If``/``Loop``/``Scan`` subgraph is never made a graph output. A layer's signal is the rel-l2 of its output minus the largest rel-l2 of its
 inputs: the error it adds itself, not the error it inherits. A model output judged through ``--output-slice``
 is measured on those slices only (the worst one), as the sweep judges it: a Concat that zeroes YOLOv8's class
 scores adds little error to the whole output, dominated by pixel boxes, but all of it to the score slice.

@@ -233,7 +233,8 @@ def test_report_renders_offline_in_chromium(cnn_sweep, open_report):
     assert plan_value in text and all_int8 in text
     # the headline cards carry exactly these numbers
     cards = opened.page.locator(".headline .card .big").all_inner_texts()
-    assert cards[1] == plan_value and cards[2] == all_int8, cards
+    assert cards[1] == plan_value and cards[3] == all_int8, cards
+    assert cards[2] == fmt(plan["verification"]["value"]), cards
     # the plan table lists exactly the plan's layers, in its order
     plan_table = opened.page.locator("section").first.locator("table").first
     assert plan_table.locator("tbody tr td:first-child, tr td:first-child").all_inner_texts() == plan["fp32_layers"]
@@ -424,7 +425,7 @@ def test_report_command_rerenders_from_copied_folder_without_model(cnn_sweep, tm
     original = _sections((out / "report.html").read_text(encoding="utf-8"))
     again = _sections((copy / "report.html").read_text(encoding="utf-8").replace(str(copy), str(out)))
     assert list(again) == list(original)
-    assert len(original) == 8  # head + 7 sections
+    assert len(original) == 9  # head + 8 sections
     for title in original:
         assert again[title] == original[title], f"section {title!r} differs after re-rendering"
 

@@ -24,6 +24,7 @@ from precision_lab.report.plots import (
     sensitivity_column,
 )
 from precision_lab.console import fmt_value
+from precision_lab.report.samples import plot_samples
 from precision_lab.results import Evaluation, SweepResult
 
 __all__ = ["render_report", "write_report", "REPORT_NAME"]
@@ -62,7 +63,8 @@ def _row(cells, header: bool = False) -> str:
 
 def _summary(result: SweepResult) -> str:
     model, metric, data = result.model, result.metric, result.data
-    evaluated_seconds = sum(r.seconds.get("total", 0.0) for r in result.evaluation_records)
+    records = result.evaluation_records + result.verification_records
+    evaluated_seconds = sum(r.seconds.get("total", 0.0) for r in records)
     rows = [
         ("Model", f"{_e(model['name'])} <span class=muted>({_e(model['path'])})</span>"),
         ("sha256", f"<code>{_e(model['sha256'])}</code>"),
@@ -70,7 +72,8 @@ def _summary(result: SweepResult) -> str:
         ("Backend", _e(result.backend)),
         (
             "Data",
-            f"{_e(data['source'])}: {_e(data['calib_samples'])} calibration / {_e(data['eval_samples'])} evaluation samples"
+            f"{_e(data['source'])}: {_e(data['calib_samples'])} calibration / {_e(data['eval_samples'])} evaluation / "
+            f"{_e(data.get('verify_samples', 0))} verification samples"
             + (" <b class=warn-text>(synthetic)</b>" if data.get("synthetic") else ""),
         ),
         ("Calibration", f"{_e(result.calibration['method'])} on {_e(result.calibration['samples'])} samples"),
@@ -82,7 +85,7 @@ def _summary(result: SweepResult) -> str:
         ("All INT8", _e(_num(result.baselines.get("all_int8"), metric["tolerance"]))),
         ("All FP32", _e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))),
         ("Plan", f"<b>{_e(_num(result.plan.value, metric['tolerance']))}</b> with {len(result.plan.fp32_layers)} FP32 layers"),
-        ("Evaluations", f"{len(result.evaluation_records)} ({evaluated_seconds:.1f} s evaluating)"),
+        ("Evaluations", f"{len(records)} ({evaluated_seconds:.1f} s evaluating)"),
         ("Wall time", f"{result.wall_seconds:.1f} s (last run)"),
     ]
     return "<table class=kv>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
@@ -97,6 +100,7 @@ def _warnings(result: SweepResult) -> str:
         )
     if result.status == "all-int8-passes":
         notes.append("All-INT8 already meets the tolerance: the plan is empty.")
+    notes.extend(_e(notice[0].upper() + notice[1:]) for notice in result.notices)
     notes.extend(_e(warning) for warning in channel_warnings(result))
     return "".join(f'<div class="warning">⚠ {note}</div>' for note in notes)
 
@@ -105,13 +109,15 @@ def _plan_section(result: SweepResult) -> str:
     plan = result.plan
     layers = {layer.name: layer for layer in result.layer_results}
     column = sensitivity_column(result)
+    tolerance = float(result.metric["tolerance"])
+    searched = float(result.metric.get("search_tolerance", tolerance))
     rows = [_row(["FP32 layer", "op", "rank", column.replace("_", "-"), "why it is needed"], header=True)]
     for name in plan.fp32_layers:
         layer = layers[name]
         evidence = plan.evidence.get(name, {})
         why = (
-            f"returning it to INT8 gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value'), result.metric['tolerance']))}</b> "
-            f"(fails {_e(_num(float(result.metric['tolerance'])))}); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
+            f"returning it to INT8 gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value'), searched))}</b> "
+            f"(fails {_e(_num(searched))}); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
             if evidence
             else "–"
         )
@@ -140,13 +146,57 @@ def _plan_section(result: SweepResult) -> str:
     build = "".join(f"<h4>{_e(title)}</h4><pre>{_e(command)}</pre>" for title, command in commands)
     return (
         f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
-        f"run INT8. Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, result.metric['tolerance']))}</b> "
-        f"({'passes' if plan.passed else 'FAILS'} tolerance {_e(_num(float(result.metric['tolerance'])))}). Each "
-        "FP32 layer is needed: returning any one of them to INT8 was evaluated and fails.</p>"
+        f"run INT8. Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, tolerance))}</b> "
+        f"({'passes' if plan.passed else 'FAILS'} tolerance {_e(_num(tolerance))}). Each "
+        "FP32 layer is needed: returning any one of them to INT8 was evaluated and fails"
+        + (
+            f" the stricter search tolerance <b>{_e(_num(searched))}</b>, used because the plan found at "
+            f"{_e(_num(tolerance))} did not hold on the verification feeds.</p>"
+            if searched != tolerance
+            else ".</p>"
+        )
         + table
         + f"<h3>How to build it</h3><p>The plan is applied as Q/DQ in <code>{_e(plan_onnx)}</code>.</p>"
         + build
     )
+
+
+def _samples_section(result: SweepResult) -> str:
+    """The verdict on the evaluation and verification feeds, the per-sample spread, and the hardest inputs."""
+    metric, verification = result.metric, result.verification
+    interval = result.confidence.get("plan")
+    ci = f" (95% confidence interval {_e(_num(interval[0]))} to {_e(_num(interval[1]))})" if interval else ""
+    judged = _e(metric.get("criterion", "aggregate"))
+    lines = [
+        f"<p>The tolerance applies to the <b>{judged}</b> value"
+        + (" (the metric over the whole set)" if judged == "aggregate" else " of the per-sample values")
+        + f". Evaluation set, {_e(result.data['eval_samples'])} samples the search saw: <b>{_e(_num(result.plan.value))}</b>{ci}.</p>"
+    ]
+    if "value" in verification:
+        verdict = "passes" if verification["passed"] else "<b class=warn-text>fails</b>"
+        lines.append(
+            f"<p>Verification set, {_e(verification['samples'])} samples the search never saw: "
+            f"<b>{_e(_num(verification['value']))}</b>, {verdict} tolerance {_e(_num(float(verification['tolerance'])))}"
+            f" (all INT8 {_e(_num(verification.get('all_int8')))}, all FP32 {_e(_num(verification.get('all_fp32')))}).</p>"
+        )
+        rounds = verification.get("rounds", [])
+        if len(rounds) > 1:
+            rows = [_row(["round", "search tolerance", "FP32 layers", "evaluation", "verification"], header=True)]
+            for i, r in enumerate(rounds, 1):
+                rows.append(_row([i, _e(_num(r["search_tolerance"])), len(r["fp32_layers"]), _e(_num(r["eval_value"])),
+                                  _e(_num(r["verify_value"])) + ("" if r["verify_passed"] else " ✗")]))
+            lines.append("<p>The plan failed verification, so the search ran again at a stricter tolerance:</p>"
+                         "<table>" + "".join(rows) + "</table>")
+    else:
+        lines.append("<p>No verification set: too few feeds to hold any back.</p>")
+    lines.append(_figure_img(plot_samples(result), "per-sample values"))
+    rows = [_row(["input", "set", "output part", f"{_e(metric['name'])} of the plan"], header=True)]
+    for data_set in ("evaluation", "verification"):
+        for sample, part, value in result.worst_inputs(5, data_set=data_set):
+            rows.append(_row([f"<code>{_e(sample)}</code>", data_set, _e(part), _e(_num(value))]))
+    if len(rows) > 1:
+        lines.append("<h3>Hardest inputs for the plan</h3><table id=hardest>" + "".join(rows) + "</table>")
+    return "".join(lines)
 
 
 def _output_metrics(result: SweepResult) -> str:
@@ -267,6 +317,17 @@ _SCRIPT = """
 """
 
 
+def _verification_card(result: SweepResult) -> str:
+    verification = result.verification
+    if "value" not in verification:
+        return '<div class="card"><div class="label">verification</div><div class="big">–</div><div class="label">no held-back feeds</div></div>'
+    css = "ok" if verification["passed"] else "bad"
+    return (
+        f'<div class="card"><div class="label">verification (unseen)</div><div class="big {css}">'
+        f'{_e(_num(verification["value"]))}</div><div class="label">{_e(verification["samples"])} held-back samples</div></div>'
+    )
+
+
 def render_report(result: SweepResult) -> str:
     """The HTML text of the report of ``result`` (from saved results only)."""
     from precision_lab import __version__
@@ -280,9 +341,10 @@ def render_report(result: SweepResult) -> str:
         f'<span class=muted>/ {len(result.layer_results)}</span></div><div class="label">layers</div></div>'
         f'<div class="card"><div class="label">plan {_e(metric["name"])}</div><div class="big {passed_class}">'
         f'{_e(_num(plan.value, metric["tolerance"]))}</div><div class="label">tolerance {_e(_num(float(metric["tolerance"])))}</div></div>'
-        f'<div class="card"><div class="label">all INT8</div><div class="big {int8_class}">{_e(_num(result.baselines.get("all_int8"), metric["tolerance"]))}</div>'
+        + _verification_card(result)
+        + f'<div class="card"><div class="label">all INT8</div><div class="big {int8_class}">{_e(_num(result.baselines.get("all_int8"), metric["tolerance"]))}</div>'
         f'<div class="label">all FP32 {_e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))}</div></div>'
-        f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.evaluation_records)}</div>'
+        f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.evaluation_records) + len(result.verification_records)}</div>'
         f'<div class="label">backend {_e(result.backend)}</div></div></div>'
     )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -292,6 +354,7 @@ def render_report(result: SweepResult) -> str:
         + headline
         + _warnings(result)
         + "<section><h2>The plan</h2>" + _plan_section(result) + "</section>"
+        + "<section><h2>Inputs: evaluation, verification and per-sample spread</h2>" + _samples_section(result) + "</section>"
         + "<section><h2>Summary</h2>" + _summary(result) + "</section>"
         + "<section><h2>Sensitivity ranking</h2>"
         + _figure_img(plot_sensitivity(result), "sensitivity ranking")

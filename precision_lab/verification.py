@@ -1,0 +1,112 @@
+"""Judging a plan on feeds the search never saw, and saying plainly when it may not hold on new inputs.
+
+After the search, the final plan is evaluated on the verification feeds (disjoint from calibration and
+evaluation). With ``until_verified``, a plan that fails verification sends the search round again at a stricter
+*search* tolerance (:func:`tighten_tolerance`), until the plan passes both sets; the user's tolerance itself never
+changes. :func:`generalization_notice` collects every reason to doubt the plan into one warning with the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from precision_lab.compare import Metric
+
+__all__ = ["VerificationRound", "tighten_tolerance", "generalization_notice", "MIN_TRUSTED_EVAL_SAMPLES"]
+
+MIN_TRUSTED_EVAL_SAMPLES = 8  # below this the evaluation set cannot speak for new inputs
+
+
+@dataclass(frozen=True)
+class VerificationRound:
+    """One search at ``search_tolerance`` and its plan's values on the evaluation and verification sets."""
+
+    search_tolerance: float
+    fp32_layers: tuple[str, ...]
+    eval_value: float
+    verify_value: float
+    verify_passed: bool
+
+    def to_json(self) -> dict:
+        return {
+            "search_tolerance": self.search_tolerance,
+            "fp32_layers": list(self.fp32_layers),
+            "eval_value": self.eval_value,
+            "verify_value": self.verify_value,
+            "verify_passed": self.verify_passed,
+        }
+
+
+def _error(metric: Metric, value: float) -> float | None:
+    """Distance of ``value`` from a perfect result, where the metric has a perfect value (else ``None``)."""
+    if metric.name == "sqnr":
+        return 10.0 ** (-value / 10.0)  # noise-to-signal power ratio
+    if not metric.higher_is_better and metric.low == 0.0:
+        return value
+    if metric.higher_is_better and math.isfinite(metric.high):
+        return metric.high - value
+    return None
+
+
+def _from_error(metric: Metric, error: float) -> float:
+    if metric.name == "sqnr":
+        return -10.0 * math.log10(error)
+    return error if not metric.higher_is_better else metric.high - error
+
+
+def tighten_tolerance(metric: Metric, search_tolerance: float, tolerance: float, verify_value: float) -> float:
+    """A stricter search tolerance after a plan measured ``verify_value`` on the verification set against
+    ``tolerance``: the distance from a perfect result shrinks by the verification overshoot (between 0.25x and
+    0.8x per round); metrics without a perfect value move by the overshoot itself."""
+    target, got, current = _error(metric, tolerance), _error(metric, verify_value), _error(metric, search_tolerance)
+    if target is not None and got is not None and current is not None and got > 0 and not math.isnan(got):
+        factor = min(0.8, max(0.25, target / got))
+        return _from_error(metric, current * factor)
+    overshoot = abs(verify_value - tolerance) if math.isfinite(verify_value) else abs(tolerance) * 0.2 or 0.1
+    return search_tolerance + overshoot if metric.higher_is_better else search_tolerance - overshoot
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def generalization_notice(
+    *,
+    metric: Metric,
+    tolerance: float,
+    eval_samples: int,
+    verify_samples: int,
+    interval: tuple[float, float] | None,
+    verify_value: float | None,
+    verify_passed: bool | None,
+    rounds: Sequence[VerificationRound],
+    until_verified: bool,
+    criterion: str,
+) -> str | None:
+    """One warning naming every reason the plan may not hold on new inputs, with the fix; ``None`` if none."""
+    reasons = []
+    if verify_passed is False:
+        tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
+        reasons.append(
+            f"it fails the verification feeds it was not fitted to{tried} ({metric.name} {_fmt(verify_value)} vs "
+            f"tolerance {_fmt(tolerance)})"
+        )
+    if verify_samples == 0:
+        reasons.append("there were too few feeds to hold any back for verification")
+    if eval_samples < MIN_TRUSTED_EVAL_SAMPLES:
+        reasons.append(f"only {eval_samples} evaluation samples judged it")
+    if interval is not None and (metric.passes(interval[0], tolerance) != metric.passes(interval[1], tolerance)):
+        reasons.append(
+            f"its 95% confidence interval over the evaluation samples, {_fmt(interval[0])} to {_fmt(interval[1])}, "
+            f"crosses the tolerance"
+        )
+    if not reasons:
+        return None
+    fixes = ["give more data (a few dozen feeds or more: see the README's 'How much data')"]
+    if not until_verified and verify_passed is False:
+        fixes.append("add --until-verified to search again until the plan also holds on the verification feeds")
+    if criterion == "aggregate":
+        fixes.append("or judge every input with --criterion p90")
+    return "the plan may not hold on new inputs: " + "; ".join(reasons) + ". Fix: " + ", ".join(fixes)

@@ -1,13 +1,13 @@
 """The command line: parses arguments and calls the library. ``main(argv) -> int``.
 
-Exit codes: 0 success, 1 failure (e.g. an unattainable tolerance), 2 bad input or usage, 130 interrupted.
+Exit codes: 0 success, 1 failure (e.g. an unattainable tolerance, or an internal error: one line, the traceback
+in ``OUT/error.log``), 2 bad input or usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -210,38 +210,52 @@ def _ops(text: str | None) -> list[str] | None:
     return [op.strip() for op in text.split(",") if op.strip()] if text else None
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isnan(value):
-        return "failed"
-    return f"{value:.4g}"
+def _fmt(value: float | None, tolerance: float | None = None) -> str:
+    """A value with enough digits to tell it from ``tolerance`` and from 1 (cosine 0.99997 is not "1")."""
+    from precision_lab.console import fmt_value
+
+    if value is not None and not isinstance(value, bool) and isinstance(value, (int, float)):
+        value = float(value)
+    return fmt_value(value, tolerance)
+
+
+def _ranked_rows(layers, top: int):
+    """The ``top`` ranked rows, then (after ``None``, a gap) every FP32 layer of the plan ranked below them."""
+    head = list(layers.head(top).itertuples())
+    below = [row for row in layers.iloc[top:].itertuples() if row.fp32]
+    return head + ([None] + below if below else [])
 
 
 def _print_sweep(result, top: int) -> None:
     metric = result.metric
     layers = result.layers
     print(f"\nSensitivity ranking ({result.sensitivity}, {metric['name']}; top {min(top, len(layers))} of {len(layers)}):")
-    width = max([len(n) for n in layers["name"][:top]] + [5])
+    width = max([len(n) for n in layers["name"][:top]] + [len(n) for n in result.plan.fp32_layers] + [5])
     fast = result.search == "fast"
     first, second = ("signal", None) if fast else ("isolate", "leave_one_out")
     header = f"{'signal':>10}" if fast else f"{'isolate':>10} {'leave-1-out':>11}"
     print(f"  {'rank':>4}  {'layer':<{width}}  {'op':<14} {header}  plan")
-    for row in layers.head(top).itertuples():
-        values = f"{_fmt(getattr(row, first)):>10}" + ("" if fast else f" {_fmt(getattr(row, second)):>11}")
-        print(f"  {row.rank + 1:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {'FP32' if row.fp32 else 'int8'}")
+    tol = None if fast else metric["tolerance"]
+    measured = {layer.name: layer for layer in result.layer_results}
+    for row in _ranked_rows(layers, top):
+        if row is None:
+            print(f"  {'...':>4}  (FP32 layers of the plan ranked below the top {top}:)")
+            continue
+        layer = measured[row.name]  # None (not measured) prints "-", NaN (a failed evaluation) "failed"
+        values = f"{_fmt(getattr(layer, first), tol):>10}" + ("" if fast else f" {_fmt(getattr(layer, second), tol):>11}")
+        print(f"  {row.rank:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {'FP32' if row.fp32 else 'int8'}")
     plan = result.plan
     base = result.baselines
     print(
         f"\nMetric {metric['name']} ({metric['direction']} is better), tolerance {metric['tolerance']:g}: "
-        f"all-INT8 {_fmt(base['all_int8'])}, all-FP32 {_fmt(base['all_fp32'])}"
+        f"all-INT8 {_fmt(base['all_int8'], metric['tolerance'])}, all-FP32 {_fmt(base['all_fp32'], metric['tolerance'])}"
     )
     if plan.fp32_layers:
-        print(f"Plan: keep {len(plan.fp32_layers)} of {len(layers)} layers FP32 -> {metric['name']} = {_fmt(plan.value)}")
+        print(f"Plan: keep {len(plan.fp32_layers)} of {len(layers)} layers FP32 -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}")
         for name in plan.fp32_layers:
             print(f"  FP32  {name}")
     else:
-        print(f"Plan: everything INT8 (all-INT8 passes) -> {metric['name']} = {_fmt(plan.value)}")
+        print(f"Plan: everything INT8 (all-INT8 passes) -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}")
     _print_verdict(result)
     print(
         f"{len(result.evaluation_records) + len(result.verification_records)} evaluations, {result.wall_seconds:.1f} s. "
@@ -313,6 +327,10 @@ def _cmd_sweep(args) -> int:
         ray_address=args.ray_address,
     )
     _print_sweep(result, args.top)
+    from precision_lab.report.channels import channel_warnings
+
+    for warning in channel_warnings(result):
+        log.warning(warning)
     if args.quiet:  # the log showed them otherwise: a doubt about the plan is part of the result
         for notice in result.notices:
             print(f"WARNING: {notice}", file=sys.stderr)
@@ -370,14 +388,34 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
         from polygraphy.logger import G_LOGGER
 
         G_LOGGER.module_severity = G_LOGGER.VERBOSE if verbose else G_LOGGER.ERROR
+        from precision_lab.console import set_polygraphy_verbose
+
+        set_polygraphy_verbose(verbose)
     except ImportError:
         pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    from precision_lab.console import terminate_as_interrupt
+
+    with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: the lock and the workers are released
+        return _main(argv)
+
+
+def _out_dir(args) -> str | None:
+    """The output folder of the command, where ``error.log`` goes (``None``: a temporary file)."""
+    if getattr(args, "command", None) == "sweep":
+        from precision_lab.sweep import default_out_dir
+
+        return args.out or str(default_out_dir(args.model))
+    return getattr(args, "out_dir", None)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
+    args = None
     try:
         parser = _build_parser()
         args = parser.parse_args(argv)
@@ -401,9 +439,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # always one line
         print(f"precision-lab: error: {message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("precision-lab: interrupted; re-run the same command to resume where it stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        from precision_lab.console import Terminated
+
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"precision-lab: {what}; re-run the same command to resume where it stopped", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # a bug: one line naming the phase, the traceback in OUT/error.log
+        import traceback
+
+        from precision_lab.console import report_internal_error
+
+        if verbose:
+            traceback.print_exception(exc, file=sys.stderr)
+        line = report_internal_error(exc, _out_dir(args), getattr(args, "command", None) or "")
+        print(f"precision-lab: error: {line}", file=sys.stderr)
+        return 1
 
 
 def entry_point() -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from precision_lab.console import quiet_polygraphy
 from precision_lab.errors import InputError
 
 __all__ = [
@@ -334,22 +335,21 @@ def _output_stats(name: str, y: np.ndarray, r: np.ndarray, slices: Sequence[Outp
 
 
 def _make_compare_func(slices: Sequence[OutputSlice]):
-    from polygraphy.comparator.compare import BaseCompareFunc
+    """Per iteration and output (paired by name by Polygraphy's ``run_comparison`` and
+    ``default_find_output_func``, both public since Polygraphy 0.49): error statistics of each part."""
+    import functools
 
-    class PartStatsCompareFunc(BaseCompareFunc):
-        """Per iteration and output (paired by name by Polygraphy): error statistics of each part."""
+    from polygraphy.comparator.compare import default_find_output_func, run_comparison
 
-        check_shapes = True
-        fail_fast = False
-        find_output_func = None
+    def match(out0_name, output0, out1_name, output1):
+        return _output_stats(out0_name, np.asarray(output0), np.asarray(output1), slices)
 
-        def __call__(self, iter_result0, iter_result1):
-            def match(out0_name, output0, out1_name, output1):
-                return _output_stats(out0_name, np.asarray(output0), np.asarray(output1), slices)
+    def compare(iter_result0, iter_result1):
+        find = functools.partial(default_find_output_func, base_iter_result=iter_result0)
+        with quiet_polygraphy():  # no "[I] Comparing Output ... PASSED" lines per output and iteration
+            return run_comparison(match, False, iter_result0, iter_result1, find)
 
-            return self._run_comparison(iter_result0, iter_result1, match)
-
-    return PartStatsCompareFunc()
+    return compare
 
 
 class StreamingComparison:

@@ -99,3 +99,4 @@ class PlanRunner:
         seconds["total"] = time.perf_counter() - start
         fields["seconds"] = seconds
         return fields
+

@@ -591,7 +591,7 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         model = _onnx_infer_shapes(model)
     except Exception as exc:
         raise InputError(
-            f"ONNX shape inference failed on the model ({str(exc).splitlines()[0][:200]}); "
+            f"ONNX shape inference failed on the model ({(str(exc).splitlines() or [type(exc).__name__])[0][:200]}); "
             "fix the shapes with --input-shape or re-export the model"
         ) from exc
     gaps = _shape_gaps(model)
@@ -705,7 +705,7 @@ def prepare_model(
         except Exception as exc:
             raise InputError(
                 f"cannot raise the model's opset {original_opset} to {MIN_OPSET} for per-channel Q/DQ "
-                f"({str(exc).splitlines()[0][:160]}); re-export the model with opset >= {MIN_OPSET}"
+                f"({(str(exc).splitlines() or [type(exc).__name__])[0][:160]}); re-export the model with opset >= {MIN_OPSET}"
             ) from exc
     _normalize_old_export(model)
     _fix_input_shapes(model, specs, dict(input_shapes or {}))

@@ -133,7 +133,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class LayerSensitivity:
-    """A candidate layer, its rank (0 = most sensitive) and the sensitivity values measured (``signal``: the
+    """A candidate layer, its rank (1 = most sensitive) and the sensitivity values measured (``signal``: the
     one-pass error it adds, used by the fast search; ``worst_input``: the evaluation sample on which the layer
     alone in INT8 does the most harm, from its ``isolate`` evaluation)."""
 
@@ -254,7 +254,7 @@ class SweepResult:
         return pd.DataFrame(
             rows,
             columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "signal", "fp32", "worst_input"],
-        )
+        ).astype({"isolate": float, "leave_one_out": float, "signal": float})  # not measured: NaN, not None
 
     @property
     def evaluations(self):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from precision_lab.backends import Backend, resolve_backend
 from precision_lab.calibration import CALIBRATION_METHODS, DEFAULT_PERCENTILE, calibrate
+from precision_lab.console import fmt_value
 from precision_lab.compare import METRICS, TASK_METRICS, Metric, OutputSlice, TaskMetric, get_metric
 from precision_lab.criterion import Criterion
 from precision_lab.data import (
@@ -50,6 +51,9 @@ from precision_lab.model import (
     prepare_model,
 )
 from precision_lab.plan import plan_document
+from precision_lab.progress import Progress
+from precision_lab.outdir import claim_out_dir
+from precision_lab.noise_floor import warn_noise_floor
 from precision_lab.reference import ReferenceStore, build_reference
 from precision_lab.qdq import RECIPES, QdqBuilder, resolve_op_types, tensors_to_calibrate
 from precision_lab.report import write_report
@@ -85,33 +89,6 @@ def _hash(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class _Progress:
-    """One tqdm bar per phase, kept open across the batches of that phase (disabled when not ``enabled``)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bars: dict = {}
-
-    def bar(self, phase: str, todo: int):
-        """The bar of ``phase``, grown by ``todo`` evaluations."""
-        from tqdm.auto import tqdm
-
-        bar = self._bars.get(phase)
-        if bar is None:
-            self.close()  # one bar on screen at a time
-            bar = tqdm(total=todo, desc=phase, unit="eval", disable=not self.enabled, dynamic_ncols=True)
-            self._bars[phase] = bar
-        else:
-            bar.total += todo
-            bar.refresh()
-        return bar
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-        self._bars.clear()
-
-
 def _reference_outputs(
     prepared: PreparedModel, feeds: Sequence[Feed], cache_dir: Path, fingerprint: str
 ) -> ReferenceStore:
@@ -125,8 +102,9 @@ def _reference_outputs(
     def run(feeds, on_output):
         try:
             backend.run(prepared.path.read_bytes(), feeds, on_output)
-        except EvaluationError:
-            backend.run(prepared.model, feeds, on_output)  # e.g. external data: the prepared copy is loaded
+        except EvaluationError as exc:  # e.g. external data: the prepared copy is loaded
+            log.warning("the original model does not run in ONNX Runtime (%s); the FP32 reference is the prepared model instead", exc)
+            backend.run(prepared.model, feeds, on_output)
 
     return build_reference(run, feeds, cache_dir / f"reference-{key}")
 
@@ -142,7 +120,7 @@ class _Evaluator:
     journal: Journal
     context_key: str
     order: Mapping[str, int]
-    progress: _Progress
+    progress: Progress
     criterion: Criterion = Criterion("aggregate")
     ran: int = 0
 
@@ -167,7 +145,7 @@ class _Evaluator:
             for fp32, fields in self.executor.run(todo):
                 record = self._append(fp32, phase, fields)
                 bar.update(1)
-                bar.set_postfix_str(f"{self.metric.name}={record.value(self.metric, self.criterion):.4g}", refresh=False)
+                bar.set_postfix_str(f"{self.metric.name}={fmt_value(record.value(self.metric, self.criterion), self.tolerance)}", refresh=False)
         return [self.outcome(self.record(plan)) for plan in plans]
 
     def close(self) -> None:
@@ -412,7 +390,8 @@ def sweep(
     lock = OutputLock(out).acquire()  # a second sweep on the same folder is refused
     try:
 
-        original, _ = load_model(model)
+        original, model_sha256 = load_model(model)
+        claim_out_dir(out, model, model_sha256)  # a folder of another model's sweep is refused
         specs = input_specs(original)
         del original
         check_input_shape_names(specs, input_shapes or {})
@@ -497,7 +476,7 @@ def sweep(
             targets=dataset.eval_targets,
             judged=judged,
         )
-        progress_bars = _Progress(progress)
+        progress_bars = Progress(progress)
         executor_obj = make_executor(
             executor, jobs=jobs, spec=spec, runner=PlanRunner(builder, spec, custom=custom), ray_address=ray_address
         )
@@ -534,7 +513,7 @@ def sweep(
                     names,
                     sensitivity,
                     search,
-                    lambda: layer_signals(prepared, builder, candidates, dataset.eval),
+                    lambda: layer_signals(prepared, builder, candidates, dataset.eval, slices=slices),
                     max_drop=max_drop if not rounds else None,
                 )
                 if not rounds:
@@ -563,11 +542,16 @@ def sweep(
                     metric_obj.name, verify_plan.value, verify_tolerance, stricter,
                 )
                 search_tolerance = stricter
+            evaluator.progress.finish(metric_obj.name, found.outcome.value, tolerance)
+        except UnattainableToleranceError:
+            warn_noise_floor(metric_obj, tolerance, evaluator.record(frozenset(names)), reference, slices)
+            raise
         finally:
             evaluator.close()
             if verifier is not None:
                 verifier.executor.close()
 
+        warn_noise_floor(metric_obj, tolerance, evaluator.record(frozenset(names)), reference, slices)
         rank_of = {name: i for i, name in enumerate(ranking)}
         fp32 = tuple(sorted(found.fp32_layers, key=rank_of.__getitem__))
         worst_inputs = _isolate_worst_inputs(evaluator, names, dataset.eval_labels) if "isolate" in sensitivity_values else {}
@@ -576,7 +560,7 @@ def sweep(
                 name=c.name,
                 op_type=c.op_type,
                 index=c.index,
-                rank=rank_of[c.name],
+                rank=rank_of[c.name] + 1,
                 isolate=sensitivity_values.get("isolate", {}).get(c.name),
                 leave_one_out=sensitivity_values.get("leave-one-out", {}).get(c.name),
                 signal=sensitivity_values.get("signal", {}).get(c.name),

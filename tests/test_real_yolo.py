@@ -52,4 +52,5 @@ def test_yolov8n_extended_sweep_ranks_the_box_score_concat_first(tmp_path, real_
     assert [(group.output, group.channels) for group, _ in found] == [("output0", tuple(range(4, 22)))]
     assert found[0][1] >= 0.99  # whole-output cosine: looks fine
     report = (out / "report.html").read_text()
-    assert "Channel collapse in <b>all INT8</b>" in report and "channels <b>4-21</b>" in report
+    assert "Channel collapse in all INT8: output &#x27;output0&#x27; channels 4-21" in report
+    assert "judged through your --output-slice output0:1:4:22" in report  # never asks for the slice given

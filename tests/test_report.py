@@ -259,7 +259,7 @@ def test_layer_table_sorts_and_filters(cnn_sweep, open_report):
     layers = json.loads((cnn_sweep["out"] / "result.json").read_text())
     initial = layer_rows(page)
     assert len(initial) == 8 and all(row["visible"] for row in initial)
-    assert [int(r["rank"]) for r in initial] == list(range(8))  # starts in rank order
+    assert [int(r["rank"]) for r in initial] == list(range(1, 9))  # starts in rank order, ranks from 1
 
     def isolate_values():
         return [float(row["isolate"]) for row in layer_rows(page)]

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from precision_lab.backends.base import PlanBuild, RunTimings
+from precision_lab.console import first_line, quiet_polygraphy
 from precision_lab.errors import EvaluationError
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -64,7 +65,7 @@ class OnnxRuntimeBackend:
         try:
             return onnxruntime.InferenceSession(data, options, providers=list(self.providers))
         except Exception as exc:
-            raise EvaluationError(f"ONNX Runtime could not load the model: {str(exc).splitlines()[0][:300]}") from exc
+            raise EvaluationError(f"ONNX Runtime could not load the model: {first_line(exc)}") from exc
 
     def setup(self, **_) -> None:
         """Nothing to prepare: each plan's Q/DQ model is self-contained."""
@@ -85,16 +86,18 @@ class OnnxRuntimeBackend:
         start = time.perf_counter()
         runner = OnnxrtRunner(self.session(model), name="onnxrt")
         outputs = []
-        with runner:
+        with quiet_polygraphy(), runner:
             built = time.perf_counter()
-            try:
-                for index, feed in enumerate(feeds):
+            for index, feed in enumerate(feeds):
+                try:
                     result = {name: np.array(value) for name, value in runner.infer(feed).items()}
-                    if on_output is None:
-                        outputs.append(result)
-                    else:
-                        on_output(index, result)
-            except Exception as exc:
-                raise EvaluationError(f"ONNX Runtime inference failed: {str(exc).splitlines()[0][:300]}") from exc
+                except Exception as exc:
+                    raise EvaluationError(f"ONNX Runtime inference failed: {first_line(exc)}") from exc
+                # outside the try: an error of the caller's comparison (e.g. an output slice that does not fit)
+                # is the caller's, not a failed evaluation
+                if on_output is None:
+                    outputs.append(result)
+                else:
+                    on_output(index, result)
         done = time.perf_counter()
         return outputs, RunTimings(build=built - start, infer=done - built)

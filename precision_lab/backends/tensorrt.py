@@ -135,6 +135,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")[:60] or "device"
 
 
+class _CallerError(Exception):
+    """Carries an exception of the ``on_output`` callback past the handler of TensorRT's own failures."""
+
+
 class TensorRTBackend:
     """TensorRT through Polygraphy (``mode`` ``"explicit"``, the default, or ``"implicit"`` on TensorRT 10).
 
@@ -364,13 +368,18 @@ class TensorRTBackend:
                         runner.infer(feed)
                     for index, feed in enumerate(feeds):
                         result = {name: np.array(value) for name, value in runner.infer(feed).items()}  # copies
-                        if on_output is None:
-                            outputs.append(result)
-                        else:
-                            on_output(index, result)
+                        try:
+                            if on_output is None:
+                                outputs.append(result)
+                            else:
+                                on_output(index, result)
+                        except Exception as exc:  # the caller's comparison failed, not TensorRT
+                            raise _CallerError() from exc
                         seconds = runner.last_inference_time()
                         if seconds is not None:
                             latencies.append(seconds)
+            except _CallerError as wrapper:
+                raise wrapper.__cause__ from None
             except Exception as exc:
                 raise _failure("TensorRT inference failed", exc, messages) from exc
             finally:

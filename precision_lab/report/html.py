@@ -15,7 +15,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from precision_lab.report.channels import COLLAPSE_REL_L2, FINE_COSINE, channel_groups, collapses
+from precision_lab.report.channels import COLLAPSE_REL_L2, FINE_COSINE, channel_groups, channel_warnings
 from precision_lab.report.plots import (
     plot_output_channels,
     plot_positions,
@@ -23,6 +23,7 @@ from precision_lab.report.plots import (
     plot_tradeoff,
     sensitivity_column,
 )
+from precision_lab.console import fmt_value
 from precision_lab.report.samples import plot_samples
 from precision_lab.results import Evaluation, SweepResult
 
@@ -36,14 +37,13 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _num(value: float | None) -> str:
+def _num(value: float | None, tolerance: float | None = None) -> str:
+    """A value with enough digits to tell it from ``tolerance`` and from 1 (cosine 0.99997 is not "1")."""
     if value is None:
         return "–"
-    if isinstance(value, float) and math.isnan(value):
-        return "failed"
     if isinstance(value, float) and math.isinf(value):
         return "∞" if value > 0 else "−∞"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return fmt_value(value, tolerance) if isinstance(value, float) else str(value)
 
 
 def _figure_img(fig, alt: str) -> str:
@@ -82,9 +82,9 @@ def _summary(result: SweepResult) -> str:
             f"{_e(metric['name'])} ({_e(metric['direction'])} is better), tolerance <b>{_e(_num(float(metric['tolerance'])))}</b>"
             + (f"; judged on {_e(', '.join(result.output_slices))}" if result.output_slices else ""),
         ),
-        ("All INT8", _e(_num(result.baselines.get("all_int8")))),
-        ("All FP32", _e(_num(result.baselines.get("all_fp32")))),
-        ("Plan", f"<b>{_e(_num(result.plan.value))}</b> with {len(result.plan.fp32_layers)} FP32 layers"),
+        ("All INT8", _e(_num(result.baselines.get("all_int8"), metric["tolerance"]))),
+        ("All FP32", _e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))),
+        ("Plan", f"<b>{_e(_num(result.plan.value, metric['tolerance']))}</b> with {len(result.plan.fp32_layers)} FP32 layers"),
         ("Evaluations", f"{len(records)} ({evaluated_seconds:.1f} s evaluating)"),
         ("Wall time", f"{result.wall_seconds:.1f} s (last run)"),
     ]
@@ -101,15 +101,7 @@ def _warnings(result: SweepResult) -> str:
     if result.status == "all-int8-passes":
         notes.append("All-INT8 already meets the tolerance: the plan is empty.")
     notes.extend(_e(notice[0].upper() + notice[1:]) for notice in result.notices)
-    for label, record in (("all INT8", result.all_int8_record), ("the plan", result.plan_record)):
-        for group, cosine in collapses(record) if record else []:
-            notes.append(
-                f"Channel collapse in <b>{label}</b>: output <code>{_e(group.output)}</code> channels "
-                f"<b>{_e(group.label)}</b> (FP32 RMS {_num(group.rms_low)}–{_num(group.rms_high)}) have rel-l2 "
-                f"<b>{_num(group.rel_l2)}</b> while the whole output's cosine is {_num(cosine)}. The aggregate looks "
-                "fine, but this channel group is lost: judge it with <code>--output-slice "
-                f"{_e(group.output)}:1:{min(group.channels)}:{max(group.channels) + 1}</code>."
-            )
+    notes.extend(_e(warning) for warning in channel_warnings(result))
     return "".join(f'<div class="warning">⚠ {note}</div>' for note in notes)
 
 
@@ -124,12 +116,12 @@ def _plan_section(result: SweepResult) -> str:
         layer = layers[name]
         evidence = plan.evidence.get(name, {})
         why = (
-            f"returning it to INT8 gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value')))}</b> "
+            f"returning it to INT8 gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value'), searched))}</b> "
             f"(fails {_e(_num(searched))}); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
             if evidence
             else "–"
         )
-        rows.append(_row([f"<code>{_e(name)}</code>", _e(layer.op_type), layer.rank + 1, _e(_num(getattr(layer, column))), why]))
+        rows.append(_row([f"<code>{_e(name)}</code>", _e(layer.op_type), layer.rank, _e(_num(getattr(layer, column))), why]))
     table = "<table>" + "".join(rows) + "</table>" if plan.fp32_layers else "<p>No layer needs FP32: all-INT8 passes.</p>"
     from precision_lab.plan import build_commands
 
@@ -154,7 +146,7 @@ def _plan_section(result: SweepResult) -> str:
     build = "".join(f"<h4>{_e(title)}</h4><pre>{_e(command)}</pre>" for title, command in commands)
     return (
         f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
-        f"run INT8. Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value))}</b> "
+        f"run INT8. Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, tolerance))}</b> "
         f"({'passes' if plan.passed else 'FAILS'} tolerance {_e(_num(tolerance))}). Each "
         "FP32 layer is needed: returning any one of them to INT8 was evaluated and fails"
         + (
@@ -260,18 +252,19 @@ def _channel_section(result: SweepResult) -> str:
 
 
 def _layer_table(result: SweepResult) -> str:
-    head = ["rank", "layer", "op", "index", "isolate", "leave-one-out", "plan"]
+    head = ["rank", "layer", "op", "index", "isolate", "leave-one-out", "signal", "plan"]
     header = "<tr>" + "".join(f'<th data-col="{i}">{name} ⇅</th>' for i, name in enumerate(head)) + "</tr>"
     rows = []
     for layer in result.layer_results:
         fp32 = layer.name in result.plan.fp32_layers
         cells = [
-            (layer.rank + 1, layer.rank),
+            (layer.rank, layer.rank),
             (f"<code>{_e(layer.name)}</code>", _e(layer.name)),
             (_e(layer.op_type), _e(layer.op_type)),
             (layer.index, layer.index),
             (_e(_num(layer.isolate)), "" if layer.isolate is None else layer.isolate),
             (_e(_num(layer.leave_one_out)), "" if layer.leave_one_out is None else layer.leave_one_out),
+            (_e(_num(layer.signal)), "" if layer.signal is None else layer.signal),
             ("<b>FP32</b>" if fp32 else "INT8", "FP32" if fp32 else "INT8"),
         ]
         rows.append(
@@ -347,10 +340,10 @@ def render_report(result: SweepResult) -> str:
         f'<div class="card"><div class="label">keep in FP32</div><div class="big">{len(plan.fp32_layers)} '
         f'<span class=muted>/ {len(result.layer_results)}</span></div><div class="label">layers</div></div>'
         f'<div class="card"><div class="label">plan {_e(metric["name"])}</div><div class="big {passed_class}">'
-        f'{_e(_num(plan.value))}</div><div class="label">tolerance {_e(_num(float(metric["tolerance"])))}</div></div>'
+        f'{_e(_num(plan.value, metric["tolerance"]))}</div><div class="label">tolerance {_e(_num(float(metric["tolerance"])))}</div></div>'
         + _verification_card(result)
-        + f'<div class="card"><div class="label">all INT8</div><div class="big {int8_class}">{_e(_num(result.baselines.get("all_int8")))}</div>'
-        f'<div class="label">all FP32 {_e(_num(result.baselines.get("all_fp32")))}</div></div>'
+        + f'<div class="card"><div class="label">all INT8</div><div class="big {int8_class}">{_e(_num(result.baselines.get("all_int8"), metric["tolerance"]))}</div>'
+        f'<div class="label">all FP32 {_e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))}</div></div>'
         f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.evaluation_records) + len(result.verification_records)}</div>'
         f'<div class="label">backend {_e(result.backend)}</div></div></div>'
     )

@@ -13,7 +13,14 @@ from matplotlib.figure import Figure
 from precision_lab.report.channels import channel_groups
 from precision_lab.results import SweepResult
 
-__all__ = ["plot_sensitivity", "plot_tradeoff", "plot_output_channels", "plot_positions", "sensitivity_column"]
+__all__ = [
+    "plot_sensitivity",
+    "plot_tradeoff",
+    "plot_output_channels",
+    "plot_positions",
+    "sensitivity_column",
+    "error_side",
+]
 
 _FP32 = "#d62728"
 _INT8 = "#1f77b4"
@@ -41,6 +48,42 @@ def sensitivity_column(result: SweepResult) -> str:
     return "signal"
 
 
+def error_side(result: SweepResult, column: str, values: list[float]) -> tuple[list[float], str, float | None]:
+    """Values of ``column`` turned so that longer bars are worse, the quantity's name, and the tolerance on the
+    same scale (``None`` for the signal). Lower-is-better metrics and the signal are shown as they are; for
+    higher-is-better ones the error side is plotted: 1 − cosine, 1 − top1, 10^(−SQNR/10) (noise-to-signal
+    power), and for a custom metric the distance below the best layer's value."""
+    metric = result.metric
+    name, tolerance = metric["name"], float(metric["tolerance"])
+    if column == "signal" or metric["direction"] == "lower":
+        return values, name if column != "signal" else "rel-l2", None if column == "signal" else tolerance
+    if name in ("cosine", "top1"):
+        return [1.0 - v for v in values], f"1 − {name}", 1.0 - tolerance
+    if name == "sqnr":
+        return [10 ** (-v / 10) for v in values], "10^(−SQNR/10), noise-to-signal power", 10 ** (-tolerance / 10)
+    finite = [v for v in values if math.isfinite(v)]
+    best = max(finite, default=0.0)
+    return [best - v for v in values], f"{name}: best layer's value − this layer's", best - tolerance
+
+
+def _with_plan_layers(layers, top: int):
+    """The ``top`` ranked rows and every FP32 layer of the plan ranked below them."""
+    import pandas as pd
+
+    below = layers.iloc[top:]
+    return pd.concat([layers.head(top), below[below["fp32"]]])
+
+
+def _floored(values: list[float], log: bool) -> tuple[list[float], float | None]:
+    """Non-finite values as 0; on a log axis, values <= 0 drawn at a floor (returned) so they stay visible."""
+    shown = [v if math.isfinite(v) else 0.0 for v in values]
+    if not log:
+        return shown, None
+    positive = [v for v in shown if v > 0]
+    floor = min(positive) / 3 if positive else 1e-6
+    return [max(v, floor) for v in shown], floor if any(v <= 0 for v in shown) else None
+
+
 def _use_log(values, metric_lower_better: bool) -> bool:
     positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
     return metric_lower_better and len(positive) >= 2 and max(positive) / min(positive) >= 100
@@ -51,28 +94,38 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     """Horizontal bars of the ``top`` most sensitive layers (FP32 plan layers in red), log scale when the
     values span two decades or more; the tolerance as a dashed line."""
     column = sensitivity_column(result)
-    layers = result.layers.head(top)
+    layers = _with_plan_layers(result.layers, top)
     metric = result.metric
-    values = [float(v) if v == v else math.nan for v in layers[column]]
+    raw = [float(v) if v == v else math.nan for v in layers[column]]
+    values, quantity, tolerance = error_side(result, column, raw)
+    log = _use_log(values, True)
+    shown, floor = _floored(values, log)
     fig = Figure(figsize=(8, max(2.5, 0.32 * len(layers) + 1.2)), layout="constrained")
     ax = fig.add_subplot()
     positions = np.arange(len(layers))[::-1]
     colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
-    ax.barh(positions, [v if math.isfinite(v) else 0 for v in values], color=colors)
+    ax.barh(positions, shown, color=colors)
     ax.set_yticks(positions, [f"{name} ({op})" for name, op in zip(layers["name"], layers["op_type"])], fontsize=8)
-    lower = metric["direction"] == "lower"
-    if _use_log(values, lower or column == "signal"):
+    if log:
         ax.set_xscale("log")
-    if column == "isolate":
-        ax.axvline(metric["tolerance"], color="k", linestyle="--", linewidth=1, label=f"tolerance {metric['tolerance']:g}")
+    if column == "isolate" and tolerance is not None and (tolerance > 0 or not log):
+        ax.axvline(tolerance, color="k", linestyle="--", linewidth=1, label=f"tolerance {metric['tolerance']:g}")
         ax.legend(loc="lower right", fontsize=8)
     labels = {
-        "isolate": f"{metric['name']} with only this layer INT8",
-        "leave_one_out": f"{metric['name']} with all INT8 but this layer",
+        "isolate": f"{quantity} with only this layer INT8",
+        "leave_one_out": f"{quantity} with all INT8 but this layer",
         "signal": "rel-l2 this layer adds in the all-INT8 model (one-pass signal)",
     }
-    ax.set_xlabel(labels[column])
-    ax.set_title(f"Layer sensitivity (top {len(layers)} of {len(result.layer_results)}; red = kept FP32)", fontsize=10)
+    xlabel = labels[column] + (" (longer = worse)" if quantity != metric["name"] and column != "signal" else "")
+    ax.set_xlabel(xlabel + (f"; 0 drawn at {floor:.1g}" if floor is not None else ""))
+    shown_top = min(top, len(result.layer_results))
+    extra = len(layers) - shown_top
+    ax.set_title(
+        f"Layer sensitivity (top {shown_top} of {len(result.layer_results)}"
+        + (f", and {extra} FP32 layer{'s' if extra > 1 else ''} ranked below" if extra > 0 else "")
+        + "; red = kept FP32)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -155,15 +208,18 @@ def plot_positions(result: SweepResult) -> Figure:
     """Sensitivity against layer position in the graph (topological index); FP32 plan layers in red."""
     column = sensitivity_column(result)
     layers = result.layers.sort_values("index")
-    values = [float(v) if v == v else math.nan for v in layers[column]]
+    raw = [float(v) if v == v else math.nan for v in layers[column]]
+    values, quantity, _ = error_side(result, column, raw)
+    log = _use_log(values, True)
+    shown, floor = _floored(values, log)
     fig = Figure(figsize=(8, 2.8), layout="constrained")
     ax = fig.add_subplot()
     colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
-    ax.scatter(layers["index"], [v if math.isfinite(v) else 0 for v in values], c=colors, s=18)
-    ax.vlines(layers["index"], 0, [v if math.isfinite(v) else 0 for v in values], colors=colors, linewidth=0.6)
-    if _use_log(values, result.metric["direction"] == "lower"):
+    ax.scatter(layers["index"], shown, c=colors, s=18)
+    ax.vlines(layers["index"], floor or 0, shown, colors=colors, linewidth=0.6)
+    if log:
         ax.set_yscale("log")
     ax.set_xlabel("position in the graph (node index, topological order)")
-    ax.set_ylabel(f"{result.metric['name']} ({column.replace('_', '-')})")
+    ax.set_ylabel(f"{quantity} ({column.replace('_', '-')})" + (f"; 0 at {floor:.1g}" if floor is not None else ""))
     ax.set_title("Where the sensitive layers sit (red = kept FP32)", fontsize=10)
     return fig

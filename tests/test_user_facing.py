@@ -1,0 +1,410 @@
+"""What the user sees is true (issue 11, items 4-6): one test per item, on real sweeps of small models.
+
+Sweeps run in-process through ``precision_lab.cli.main`` where the output is what is checked, and in a
+subprocess where the CLI's own stdout/stderr, signals or worker processes are under test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, SAMPLES, run_cli, write_random_feeds
+from test_report import browser, open_report  # noqa: F401 - the Chromium fixtures
+from user_facing_models import cancelling_batchnorm, mixed_scale_concat, symbolic_output
+
+from precision_lab.cli import main
+
+CNN = SAMPLES / "two_planted_cnn.onnx"
+POLYGRAPHY_LINE = re.compile(r"^\s*\[[IWVE]\]|Comparing Output|PASSED \|")
+
+
+def run_main(*args: str) -> tuple[int, str, str]:
+    """``precision_lab.cli.main(args)`` with stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cnn_data(tmp_path_factory) -> Path:
+    return write_random_feeds(CNN, tmp_path_factory.mktemp("cnn") / "data", count=24)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("mixed")
+    model = mixed_scale_concat(root / "mixed.onnx")
+    return model, write_random_feeds(model, root / "data", count=24)
+
+
+# ------------------------------------------------------------------------------------ Polygraphy's log lines
+
+
+def test_polygraphy_lines_stay_off_stdout_with_jobs_2(cnn_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRECISION_LAB_MIN_BATCH_SECONDS", "0")  # workers for every batch, however cheap
+    proc = run_cli("sweep", str(CNN), "--data", str(cnn_data), "--out", str(tmp_path / "out"), "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if POLYGRAPHY_LINE.search(line)] == []
+    assert [line for line in proc.stderr.splitlines() if POLYGRAPHY_LINE.search(line)] == []
+    assert "Plan: keep 2 of 8 layers FP32" in proc.stdout
+
+
+def test_polygraphy_lines_stay_off_stdout_through_the_python_api(cnn_data, tmp_path, capfd):
+    import precision_lab
+
+    result = precision_lab.sweep(CNN, data=cnn_data, out_dir=tmp_path / "out", progress=False, backend="onnxrt")
+    assert result.plan.fp32_layers
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert [line for line in captured.err.splitlines() if POLYGRAPHY_LINE.search(line)] == []
+
+
+# ------------------------------------------------------------------------------ --search fast: FP32 visible
+
+
+@pytest.fixture(scope="module")
+def fast_sweep(cnn_data, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("fast") / "out"
+    code, stdout, stderr = run_main(
+        "sweep", str(CNN), "--data", str(cnn_data), "--out", str(out), "--search", "fast", "--top", "1", "-q"
+    )
+    assert code == 0, stderr
+    return {"out": out, "stdout": stdout, "plan": json.loads((out / "plan.json").read_text())}
+
+
+def test_fast_mode_terminal_shows_every_fp32_layer_even_below_the_top(fast_sweep):
+    fp32 = fast_sweep["plan"]["fp32_layers"]
+    assert len(fp32) == 2
+    rows = [line.split() for line in fast_sweep["stdout"].splitlines() if line.strip().endswith(("FP32", "int8"))]
+    ranked = [row[1] for row in rows if row[0].isdigit()]
+    assert set(fp32) <= set(ranked), fast_sweep["stdout"]  # --top 1, yet both FP32 layers are listed
+
+
+def test_fast_mode_report_shows_fp32_layers_and_a_signal_column(fast_sweep, open_report):
+    import precision_lab
+
+    result = precision_lab.load(fast_sweep["out"])
+    fig = result.plot_sensitivity(top=1)
+    ticks = [tick.get_text().split(" (")[0] for tick in fig.axes[0].get_yticklabels()]
+    assert set(result.plan.fp32_layers) <= set(ticks)
+    assert all(patch.get_width() > 0 for patch in fig.axes[0].patches)  # zero signals stay visible on a log axis
+    opened = open_report(fast_sweep["out"] / "report.html")
+    table = opened.page.evaluate(
+        """() => ({head: Array.from(document.querySelectorAll('#layers thead th')).map(th => th.textContent),
+                   rows: Array.from(document.querySelectorAll('#layers tbody tr.fp32')).map(
+                       r => Array.from(r.cells).map(c => c.textContent))})"""
+    )
+    column = [h.split(" ")[0] for h in table["head"]].index("signal")
+    assert sorted(row[1] for row in table["rows"]) == sorted(result.plan.fp32_layers)
+    assert all(float(row[column]) >= 0 for row in table["rows"])  # a measured signal, not "–"
+    opened.assert_clean()
+
+
+def test_signal_is_measured_on_the_output_slice(mixed):
+    from precision_lab.compare import OutputSlice
+    from precision_lab.data import make_dataset
+    from precision_lab.model import input_specs, list_candidates, load_model, prepare_model
+    from precision_lab.qdq import QdqBuilder, resolve_op_types, tensors_to_calibrate
+    from precision_lab.calibration import calibrate
+    from precision_lab.signals import layer_signals
+
+    model, data = mixed
+    dataset, _ = make_dataset(input_specs(load_model(model)[0]), data_dir=data, calib_samples=16, eval_samples=8)
+    prepared = prepare_model(model)
+    candidates = list_candidates(prepared, op_types=resolve_op_types("extended", None))
+    ranges = calibrate(prepared, dataset.calib, tensors=tensors_to_calibrate(prepared, candidates, "extended"),
+                       fingerprint=dataset.calib_fingerprint)
+    builder = QdqBuilder(prepared, candidates, ranges, recipe="extended")
+    whole = layer_signals(prepared, builder, candidates, dataset.eval)
+    sliced = layer_signals(prepared, builder, candidates, dataset.eval, slices=[OutputSlice("out", 1, 2, 3)])
+    assert whole["concat"] < 0.01  # the whole output is dominated by channel 0
+    assert sliced["concat"] > 0.9  # the judged score channel is lost
+    assert max(sliced, key=sliced.get) == "concat"
+
+
+# ---------------------------------------------------------------------------------------- digits and charts
+
+
+@pytest.fixture(scope="module")
+def cosine_sweep(cnn_data, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("cosine") / "out"
+    code, stdout, stderr = run_main(
+        "sweep", str(CNN), "--data", str(cnn_data), "--out", str(out), "--metric", "cosine", "-q"
+    )
+    assert code == 0, stderr
+    return {"out": out, "stdout": stdout, "plan": json.loads((out / "plan.json").read_text())}
+
+
+def test_cosine_values_print_with_enough_digits(cosine_sweep):
+    value, tolerance = cosine_sweep["plan"]["achieved"]["value"], 0.999
+    assert 0.999 < value < 1.0
+    printed = re.search(r"Plan: keep .* cosine = (\S+)", cosine_sweep["stdout"]).group(1)
+    assert float(printed) != 1.0 and float(printed) > tolerance and abs(float(printed) - value) < 1e-4
+    for line in cosine_sweep["stdout"].splitlines():  # every ranked value is told apart from 1 and from 0.999
+        cells = line.split()
+        if cells and cells[0].isdigit() and cells[-1] in ("FP32", "int8"):
+            shown = float(cells[3])
+            assert shown != 1.0 and shown != tolerance, line
+    report = (cosine_sweep["out"] / "report.html").read_text()
+    assert f"<b>{printed}</b>" in report
+
+
+def test_cosine_chart_plots_the_error_side(cosine_sweep):
+    import precision_lab
+
+    result = precision_lab.load(cosine_sweep["out"])
+    ax = result.plot_sensitivity().axes[0]
+    assert "1 − cosine" in ax.get_xlabel()
+    widths = [patch.get_width() for patch in ax.patches]  # bars in rank order, most sensitive first
+    assert widths[0] == max(widths) and widths[0] > 10 * widths[-1]  # the culprit has the longest bar
+
+
+# ------------------------------------------------------------------------------------- channel warnings
+
+
+@pytest.fixture(scope="module")
+def sliced_sweep(mixed, tmp_path_factory) -> dict:
+    model, data = mixed
+    out = tmp_path_factory.mktemp("sliced") / "out"
+    code, stdout, stderr = run_main(
+        "sweep", str(model), "--data", str(data), "--out", str(out), "--recipe", "extended",
+        "--output-slice", "out:1:1:3", "--tolerance", "0.1",
+    )
+    assert code == 0, stderr
+    warnings = [line for line in stderr.splitlines() if line.startswith("WARNING")]
+    return {"out": out, "warnings": warnings, "report": (out / "report.html").read_text()}
+
+
+def test_channel_warnings_never_ask_for_the_slice_already_given(sliced_sweep):
+    collapse = [w for w in sliced_sweep["warnings"] if "Channel collapse" in w]
+    assert collapse
+    assert all("--output-slice out:1:1:3" not in w.split("judged through")[0] for w in collapse)
+    assert all("judged through your --output-slice out:1:1:3" in w for w in collapse)
+    assert "judged through your --output-slice out:1:1:3" in sliced_sweep["report"]
+
+
+def test_channel_warnings_print_no_degenerate_ranges(sliced_sweep):
+    text = "\n".join(sliced_sweep["warnings"]) + sliced_sweep["report"]
+    assert "channel 2 (FP32 RMS " in text
+    assert not re.search(r"RMS ([0-9.e+-]+)[-–]\1\)", text)
+
+
+def test_channel_warnings_flag_collapsed_channels_hidden_in_a_passing_slice(sliced_sweep):
+    plan = json.loads((sliced_sweep["out"] / "plan.json").read_text())
+    assert plan["achieved"]["passed"]
+    hidden = [w for w in sliced_sweep["warnings"] if "hide" in w]
+    assert len(hidden) == 1, sliced_sweep["warnings"]
+    assert "channel 2 is at rel-l2 1" in hidden[0] and "channel 1 dominates" in hidden[0]
+    assert "--output-slice out:1:2:3" in hidden[0]
+
+
+# ----------------------------------------------------------------------------------------- --out reuse
+
+
+def test_out_folder_of_another_model_is_refused(cnn_data, mixed, tmp_path):
+    out = tmp_path / "out"
+    assert run_main("sweep", str(CNN), "--data", str(cnn_data), "--out", str(out), "-q")[0] == 0
+    before = (out / "plan.json").read_bytes()
+    model, data = mixed
+    code, stdout, stderr = run_main("sweep", str(model), "--data", str(data), "--out", str(out), "-q")
+    assert code == 2 and stdout == ""
+    assert len(stderr.splitlines()) == 1 and "holds the sweep of another model" in stderr
+    assert (out / "plan.json").read_bytes() == before
+    code, stdout, stderr = run_main("sweep", str(CNN), "--data", str(cnn_data), "--out", str(out))
+    assert code == 0 and "(0 evaluations this run" in stderr  # the same model resumes
+
+
+# ------------------------------------------------------------------------------------------- progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_never_passes_100_percent_and_ends_on_the_plan(cnn_data, tmp_path, monkeypatch):
+    import precision_lab
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    result = precision_lab.sweep(CNN, data=cnn_data, out_dir=tmp_path / "out", backend="onnxrt")
+    monkeypatch.undo()
+    text = terminal.getvalue()
+    counts = [(int(n), int(total)) for n, total in re.findall(r"\b(\d+)/(\d+) \[", text)]
+    assert counts and all(n <= total for n, total in counts)
+    totals: dict[str, set[int]] = {}
+    for phase, total in re.findall(r"([a-z ()]+): +\d+%\|[^|]*\| *\d+/(\d+)", text):
+        totals.setdefault(phase.strip(), set()).add(int(total))
+    assert all(len(seen) == 1 for seen in totals.values()), totals  # a total never grows
+    last = text.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"plan rel-l2={result.plan.value:.4g}" in last, last
+
+
+def test_progress_in_a_log_is_a_few_short_lines(cnn_data, tmp_path):
+    proc = run_cli("sweep", str(CNN), "--data", str(cnn_data), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) <= 10 and max(len(line) for line in lines) < 400, proc.stderr
+    progress = [line for line in lines if re.match(r"[a-z ()]+: \d+(/\d+)? evaluations", line)]
+    assert any(line.startswith("search: ") for line in progress)
+    assert "plan rel-l2=" in progress[-1]  # the last bar ends on the plan's value
+
+
+# ---------------------------------------------------------------------------------------------- ranks
+
+
+def test_ranks_start_at_1_and_unmeasured_columns_are_float(fast_sweep):
+    import precision_lab
+
+    result = precision_lab.load(fast_sweep["out"])
+    layers = result.layers
+    assert list(layers["rank"]) == list(range(1, len(layers) + 1))
+    assert all(pd.api.types.is_float_dtype(layers[c]) for c in ("isolate", "leave_one_out", "signal"))
+    csv = pd.read_csv(fast_sweep["out"] / "sensitivity.csv")
+    assert csv["rank"].min() == 1
+    first = next(line for line in fast_sweep["stdout"].splitlines() if line.strip().startswith("1 "))
+    assert first.split()[1] == layers["name"][0]
+    assert '<td data-v="1">1</td>' in (fast_sweep["out"] / "report.html").read_text()
+
+
+# -------------------------------------------------------------------------------- Ctrl-C, SIGTERM, --jobs
+
+
+def _start_parallel_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A ``--jobs 2`` sweep of two_planted_cnn on 400 evaluation feeds, running in its own process group,
+    returned once its workers are evaluating the sensitivity batch."""
+    data = write_random_feeds(CNN, tmp_path / "data", count=432, seed=3)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO), PRECISION_LAB_MIN_BATCH_SECONDS="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "precision_lab", "sweep", str(CNN), "--data", str(data), "--out", str(out),
+         "--eval-samples", "400", "--jobs", "2", "-q"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    journal = out / "journal.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = journal.read_text().splitlines() if journal.exists() else []
+        if len(lines) >= 3:  # the baselines ran here, the workers have delivered sensitivity results
+            return proc, out
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the sweep did not reach its workers: {proc.communicate()[1]}")
+
+
+def test_ctrl_c_with_jobs_2_exits_within_3_seconds(tmp_path):
+    proc, out = _start_parallel_sweep(tmp_path)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+    _, stderr = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - sent
+    print(f"Ctrl-C with --jobs 2: exited in {elapsed:.2f} s")
+    assert proc.returncode == 130, stderr
+    assert elapsed < 3.0
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("precision-lab: interrupted")
+    assert not (out / ".lock").exists()
+
+
+def test_sigterm_leaves_no_lock_and_no_leaked_semaphores(tmp_path):
+    proc, out = _start_parallel_sweep(tmp_path)
+    proc.terminate()  # SIGTERM to the sweep only, as kill(1) does
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr
+    assert not (out / ".lock").exists()
+    assert "leaked semaphore" not in stderr and "Traceback" not in stderr, stderr
+    time.sleep(0.5)
+    left = subprocess.run(["ps", "-o", "pid,args", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+    running = [line for line in left.strip().splitlines()[1:] if "<defunct>" not in line]
+    assert running == [], left  # no orphaned worker
+
+
+def test_jobs_2_runs_cheap_evaluations_here_and_warns_beyond_the_cores(cnn_data, tmp_path):
+    code, _, stderr = run_main("sweep", str(CNN), "--data", str(cnn_data), "--out", str(tmp_path / "a"), "--jobs", "2")
+    assert code == 0
+    assert "running them in this process, which is faster than starting 2 workers" in stderr
+    many = str((os.cpu_count() or 1) + 1)
+    code, _, stderr = run_main("sweep", str(CNN), "--data", str(cnn_data), "--out", str(tmp_path / "b"), "--jobs", many)
+    assert code == 0 and f"--jobs {many} is more than the" in stderr
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def test_internal_error_is_one_line_with_the_traceback_in_error_log(cnn_data, tmp_path, monkeypatch):
+    import importlib
+
+    def broken(*args, **kwargs):
+        raise ValueError()  # a bug without a message: no IndexError on its first line either
+
+    monkeypatch.setattr(importlib.import_module("precision_lab.calibration"), "_cache_key", broken)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_main("sweep", str(CNN), "--data", str(cnn_data), "--out", str(out), "-q")
+    assert code == 1 and stdout == ""
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert "internal error while calibrating: ValueError: ValueError" in stderr
+    assert str(out / "error.log") in stderr
+    log = (out / "error.log").read_text()
+    assert "Traceback" in log and "in broken" in log
+    assert not (out / ".lock").exists()
+    code, _, stderr = run_main("sweep", str(CNN), "--data", str(cnn_data), "--out", str(out), "-q", "--verbose")
+    assert code == 1 and "Traceback" in stderr and "in broken" in stderr
+
+
+def test_custom_metric_that_raises_is_the_users_error(cnn_data, tmp_path):
+    metric = tmp_path / "metric.py"
+    metric.write_text("def score(outputs, reference):\n    raise KeyError('logits')\n")
+    code, _, stderr = run_main(
+        "sweep", str(CNN), "--data", str(cnn_data), "--out", str(tmp_path / "out"), "-q",
+        "--metric", f"{metric}:score", "--metric-direction", "lower", "--tolerance", "1",
+    )
+    assert code == 2 and stderr.count("\n") == 1
+    assert f"metric '{metric}:score' raised KeyError: 'logits'" in stderr
+
+
+def test_output_slice_error_while_comparing_is_an_input_error(tmp_path):
+    model = symbolic_output(tmp_path / "sym.onnx")
+    data = write_random_feeds(model, tmp_path / "data", count=24)
+    code, _, stderr = run_main(
+        "sweep", str(model), "--data", str(data), "--out", str(tmp_path / "out"), "-q",
+        "--output-slice", "idx:1:0:1000",
+    )
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and "--output-slice idx:1:0:1000 does not fit" in stderr
+    assert "nan" not in stderr
+
+
+def test_noise_floor_is_reported_with_its_reason(tmp_path):
+    model = cancelling_batchnorm(tmp_path / "bn.onnx")
+    data = write_random_feeds(model, tmp_path / "data", count=24)
+    code, _, stderr = run_main("sweep", str(model), "--data", str(data), "--out", str(tmp_path / "a"), "--tolerance", "0.2")
+    assert code == 0
+    floor = [line for line in stderr.splitlines() if "noise floor" in line]
+    assert len(floor) == 1 and "of the tolerance 0.2" in floor[0] and "--metric max-abs" in floor[0]
+    code, _, stderr = run_main("sweep", str(model), "--data", str(data), "--out", str(tmp_path / "b"))
+    assert code == 1  # unattainable at 0.05: the warning says why
+    assert "noise floor" in stderr and "even the all-FP32 model fails" in stderr
+
+
+def test_polygraphy_pairing_needs_nothing_newer_than_0_49():
+    """compare.py uses only Polygraphy API present since 0.49, the minimum pyproject allows."""
+    import tomllib
+
+    source = (REPO / "precision_lab" / "compare.py").read_text()
+    assert "_run_comparison" not in source and "BaseCompareFunc" not in source
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "polygraphy>=0.49" in deps

@@ -1,0 +1,80 @@
+"""Small generated models for the user-facing tests (tests/test_user_facing*.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _save(nodes, inputs, outputs, initializers, path: Path) -> Path:
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def mixed_scale_concat(path: Path) -> Path:
+    """YOLO-like output: ``out`` [1, 3, 8, 8] = Concat(box conv x3000, mid conv x100, score conv x0.001).
+
+    ::
+
+        x -> conv_box   (1 channel, weights x3000) -+
+        x -> conv_mid   (1 channel, weights x100)  -+-> concat -> out
+        x -> conv_score (1 channel, weights x0.001)-+
+
+    In INT8 (recipe extended) the Concat's single scale, set by channel 0, zeroes channel 2 and keeps channel 1:
+    the slice ``out:1:1:3`` passes while channel 2 collapses, hidden by channel 1."""
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+    for name, scale in (("box", 3000.0), ("mid", 100.0), ("score", 0.001)):
+        weight = (rng.standard_normal((1, 3, 3, 3)) * scale).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"w_{name}"))
+        nodes.append(helper.make_node("Conv", ["x", f"w_{name}"], [f"y_{name}"], name=f"conv_{name}", pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Concat", ["y_box", "y_mid", "y_score"], ["out"], name="concat", axis=1))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 8, 8])
+    return _save(nodes, [x], [out], inits, path)
+
+
+def symbolic_output(path: Path) -> Path:
+    """``y`` = x @ W (judged) and ``idx`` = Cast(NonZero(x)): ``idx``'s last dimension is known only at run time,
+    so an ``--output-slice`` on it can be checked only while comparing."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32), "W")
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+        helper.make_node("NonZero", ["x"], ["nz"], name="nonzero"),
+        helper.make_node("Cast", ["nz"], ["idx"], name="cast", to=TensorProto.FLOAT),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6]),
+        helper.make_tensor_value_info("idx", TensorProto.FLOAT, [2, None]),
+    ]
+    return _save(nodes, [x], outputs, [weight], path)
+
+
+def cancelling_batchnorm(path: Path) -> Path:
+    """``out`` = BatchNorm(Conv(x) + 1e4, mean 1e4): the original model computes a small signal (about 0.01) as
+    the difference of two numbers near 1e4, so float32 rounding alone costs it several percent; the prepared
+    model folds the BatchNorm into the Conv and computes it exactly. The all-FP32 plan therefore already uses
+    a sizeable share of a rel-l2 tolerance: a noise floor."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((2, 3, 3, 3)) * 0.001).astype(np.float32), "w"),
+        numpy_helper.from_array(np.full(2, 1e4, np.float32), "b"),
+        numpy_helper.from_array(np.ones(2, np.float32), "gamma"),
+        numpy_helper.from_array(np.zeros(2, np.float32), "beta"),
+        numpy_helper.from_array(np.full(2, 1e4, np.float32), "mean"),
+        numpy_helper.from_array(np.ones(2, np.float32), "var"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["y", "gamma", "beta", "mean", "var"], ["out"], name="bn"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 8, 8])
+    return _save(nodes, [x], [out], inits, path)

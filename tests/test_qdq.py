@@ -1,4 +1,4 @@
-"""Q/DQ placement (DESIGN section 2, "Q/DQ placement") on tiny models built here with ``onnx.helper``.
+"""Q/DQ placement (README "Q/DQ placement") on tiny models built here with ``onnx.helper``.
 
 Each test draws its model in the docstring, builds the Q/DQ model of a plan with :class:`QdqBuilder` and
 checks both
@@ -9,7 +9,8 @@ checks both
 * the numbers: ONNX Runtime (graph optimizations off) on the Q/DQ model against a numpy reference of the
   fake quantization ``x -> clip(round_half_even(x / s), -128, 127) * s`` (weights per channel).
 
-Hand-made :class:`Ranges` make the expected scales exact; some tests calibrate for real.
+Hand-made :class:`Ranges` make the expected scales exact; some tests calibrate for real. test_placement.py checks
+the same placements as data, without building the graphs.
 """
 
 from __future__ import annotations
@@ -383,15 +384,12 @@ def test_rounding_is_half_to_even_and_activations_saturate(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_tensor_feeding_two_convs_gets_one_qdq_per_consumer(tmp_path):
+def _fanout_model(tmp_path, rng):
     """::
 
         x [1,2,5,5] --Relu "relu"--> r --Conv "conv_a" (WA 3x2x1x1)--> a
                                       `--Conv "conv_b" (WB 4x2x3x3, pads 1)--> b
-
-    Each Conv has its own Q and DQ on ``r``; pinning ``conv_a`` leaves ``conv_b``'s pair and output as they were.
     """
-    rng = _rng(4)
     wa, wb = _f32(rng, 3, 2, 1, 1), _f32(rng, 4, 2, 3, 3)
     model = _model(
         [
@@ -403,7 +401,14 @@ def test_tensor_feeding_two_convs_gets_one_qdq_per_consumer(tmp_path):
         [_vi("a", [1, 3, 5, 5]), _vi("b", [1, 4, 5, 5])],
         [_init(wa, "WA"), _init(wb, "WB")],
     )
-    prepared = _prepare(model, tmp_path / "fanout.onnx")
+    return _prepare(model, tmp_path / "fanout.onnx"), (wa, wb)
+
+
+def test_tensor_feeding_two_convs_gets_one_qdq_per_consumer(tmp_path):
+    """The fan-out model: each Conv has its own Q and DQ on ``r``; pinning ``conv_a`` leaves ``conv_b``'s pair and
+    output as they were."""
+    rng = _rng(4)
+    prepared, (wa, wb) = _fanout_model(tmp_path, rng)
     candidates = list_candidates(prepared, op_types=TRT)
     builder = QdqBuilder(prepared, candidates, _hand_ranges(r=2.5, a=9.0, b=9.0))
 
@@ -441,16 +446,12 @@ def test_tensor_feeding_two_convs_gets_one_qdq_per_consumer(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_residual_add_skip_input_follows_the_conv(tmp_path):
+def _residual_model(tmp_path, rng):
     """::
 
         x [1,3,4,4] --Relu "relu"--> r --Conv "conv" (W 3x3x3x3, B, pads 1)--> c --+
                                       `---------------------------------------------Add "add"--> y
-
-    INT8 conv: ``add.input[1]`` (the skip ``r``) gets its own Q/DQ, ``add.input[0]`` (the Conv output) none.
-    Pinned conv: no Q/DQ at all.
     """
-    rng = _rng(5)
     w, b = _f32(rng, 3, 3, 3, 3), _f32(rng, 3)
     model = _model(
         [
@@ -462,7 +463,14 @@ def test_residual_add_skip_input_follows_the_conv(tmp_path):
         [_vi("y", [1, 3, 4, 4])],
         [_init(w, "W"), _init(b, "B")],
     )
-    prepared = _prepare(model, tmp_path / "residual.onnx")
+    return _prepare(model, tmp_path / "residual.onnx"), (w, b)
+
+
+def test_residual_add_skip_input_follows_the_conv(tmp_path):
+    """The residual model, INT8 conv: ``add.input[1]`` (the skip ``r``) gets its own Q/DQ, ``add.input[0]`` (the
+    Conv output) none. Pinned conv: no Q/DQ at all."""
+    rng = _rng(5)
+    prepared, (w, b) = _residual_model(tmp_path, rng)
     candidates = list_candidates(prepared, op_types=TRT)
     assert [c.name for c in candidates] == ["conv"]
     builder = QdqBuilder(prepared, candidates, _hand_ranges(r=2.0, c=8.0, y=9.0))
@@ -489,16 +497,12 @@ def test_residual_add_skip_input_follows_the_conv(tmp_path):
     _close(_run(pinned, {"x": x})["y"], _conv2d(r, w, b, pad=1) + r)
 
 
-def test_add_of_two_int8_convs_quantizes_both_inputs(tmp_path):
+def _two_conv_add_model(tmp_path, rng):
     """::
 
         x [1,2,4,4] --Conv "conv1" (W1 3x2x1x1)--> a --+
                    `--Conv "conv2" (W2 3x2x1x1)--> b --Add "add"--> y
-
-    Both INT8: both Add inputs quantized (a with amax(a), b with amax(b)). Pinning conv1 removes the Q/DQ
-    that conv1 motivates (on ``b``) and keeps the one conv2 motivates (on ``a``).
     """
-    rng = _rng(6)
     w1, w2 = _f32(rng, 3, 2, 1, 1), _f32(rng, 3, 2, 1, 1)
     model = _model(
         [
@@ -510,7 +514,14 @@ def test_add_of_two_int8_convs_quantizes_both_inputs(tmp_path):
         [_vi("y", [1, 3, 4, 4])],
         [_init(w1, "W1"), _init(w2, "W2")],
     )
-    prepared = _prepare(model, tmp_path / "add2.onnx")
+    return _prepare(model, tmp_path / "add2.onnx"), (w1, w2)
+
+
+def test_add_of_two_int8_convs_quantizes_both_inputs(tmp_path):
+    """Both INT8: both Add inputs quantized (a with amax(a), b with amax(b)). Pinning conv1 removes the Q/DQ
+    that conv1 motivates (on ``b``) and keeps the one conv2 motivates (on ``a``)."""
+    rng = _rng(6)
+    prepared, (w1, w2) = _two_conv_add_model(tmp_path, rng)
     candidates = list_candidates(prepared, op_types=TRT)
     builder = QdqBuilder(prepared, candidates, _hand_ranges(x=3.0, a=1.5, b=2.5, y=4.0))
 
@@ -538,24 +549,32 @@ def test_add_of_two_int8_convs_quantizes_both_inputs(tmp_path):
     _close(_run(one, {"x": x})["y"], _fq(_conv2d(x, w1), 1.5) + b8)
 
 
-def test_add_with_constant_input_gets_no_qdq_in_trt(tmp_path):
-    """``x --Conv "conv"--> c --Add "add"(c, K)--> y``: recipe trt never quantizes the constant ``K``."""
-    rng = _rng(7)
+def _add_constant_model(tmp_path, rng):
+    """::
+
+        x [1,2,3,3] --Conv "conv" (W 3x2x1x1)--> a --Add "add" (a, K [1,3,1,1])--> y (graph output)
+    """
     w, k = _f32(rng, 3, 2, 1, 1), _f32(rng, 1, 3, 1, 1)
     model = _model(
         [
-            helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
-            helper.make_node("Add", ["c", "K"], ["y"], name="add"),
+            helper.make_node("Conv", ["x", "W"], ["a"], name="conv"),
+            helper.make_node("Add", ["a", "K"], ["y"], name="add"),
         ],
         [_vi("x", [1, 2, 3, 3])],
         [_vi("y", [1, 3, 3, 3])],
         [_init(w, "W"), _init(k, "K")],
     )
-    prepared = _prepare(model, tmp_path / "addk.onnx")
-    qdq = QdqBuilder(prepared, list_candidates(prepared, op_types=TRT), _hand_ranges(x=2.0, c=3.0)).build([])
+    return _prepare(model, tmp_path / "add_const.onnx"), (w, k)
+
+
+def test_add_with_constant_input_gets_no_qdq_in_trt(tmp_path):
+    """The Add-constant model: recipe trt never quantizes the constant ``K``."""
+    rng = _rng(7)
+    prepared, _ = _add_constant_model(tmp_path, rng)
+    qdq = QdqBuilder(prepared, list_candidates(prepared, op_types=TRT), _hand_ranges(x=2.0, a=3.0)).build([])
     _check(qdq)
     assert count_qdq(qdq) == _qdq(q=1, dq=2)
-    _assert_fp32_input(qdq, "add", 0, "c")
+    _assert_fp32_input(qdq, "add", 0, "a")
     _assert_fp32_input(qdq, "add", 1, "K")
 
 
@@ -622,21 +641,24 @@ def test_matmul_constant_b_is_quantized_on_its_last_axis(tmp_path, b_shape):
     _close(_run(qdq, {"x": x})["y"], expected)
 
 
-def test_matmul_of_two_activations_quantizes_both_per_tensor(tmp_path):
+def _two_activation_matmul_model(tmp_path):
     """::
 
         a [2,4,6] --+
         b [2,6,5] --MatMul "mm"--> y [2,4,5]
-
-    Both inputs are activations: two per-tensor Q/DQ pairs, no weight DQ, no int8 initializer.
     """
-    rng = _rng(30)
     model = _model(
         [helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")],
         [_vi("a", [2, 4, 6]), _vi("b", [2, 6, 5])],
         [_vi("y", [2, 4, 5])],
     )
-    prepared = _prepare(model, tmp_path / "mm2.onnx")
+    return _prepare(model, tmp_path / "mm2.onnx")
+
+
+def test_matmul_of_two_activations_quantizes_both_per_tensor(tmp_path):
+    """Both inputs are activations: two per-tensor Q/DQ pairs, no weight DQ, no int8 initializer."""
+    rng = _rng(30)
+    prepared = _two_activation_matmul_model(tmp_path)
     candidates = list_candidates(prepared, op_types=TRT)
     assert [c.name for c in candidates] == ["mm"]
     qdq = QdqBuilder(prepared, candidates, _hand_ranges(a=1.5, b=2.5, y=9.0)).build([])
@@ -785,16 +807,12 @@ def test_extended_pinned_consumer_of_int8_concat_reads_the_unquantized_tensor(tm
     np.testing.assert_array_equal(got["r"], got_full["r"])
 
 
-def test_extended_concat_constant_input_uses_the_shared_scale(tmp_path):
+def _concat_constant_model(tmp_path, rng):
     """::
 
         x [1,2,3,3] --Relu "relu"--> a --+
-        K [1,1,3,3] (initializer) -------Concat "cat" (axis 1)--> c --Conv "conv" (W 2x3x1x1)--> y
-
-    "An INT8 Concat uses one scale for all its inputs and its output": the constant input's DQ must use the
-    shared scale max(amax(a), max|K|, amax(c)) / 127 too, not a scale of its own.
+        K [1,1,3,3] (initializer, max|K| 1) --Concat "cat" (axis 1)--> c --Conv "conv" (W 2x3x1x1)--> y
     """
-    rng = _rng(52)
     k = np.full((1, 1, 3, 3), 0.5, dtype=np.float32)
     k[0, 0, 1, 1] = -1.0
     w = _f32(rng, 2, 3, 1, 1)
@@ -808,7 +826,13 @@ def test_extended_concat_constant_input_uses_the_shared_scale(tmp_path):
         [_vi("y", [1, 2, 3, 3])],
         [_init(k, "K"), _init(w, "W")],
     )
-    prepared = _prepare(model, tmp_path / "concat_const.onnx")
+    return _prepare(model, tmp_path / "concat_const.onnx")
+
+
+def test_extended_concat_constant_input_uses_the_shared_scale(tmp_path):
+    """"An INT8 Concat uses one scale for all its inputs and its output": the constant input's DQ must use the
+    shared scale max(amax(a), max|K|, amax(c)) / 127 too, not a scale of its own."""
+    prepared = _concat_constant_model(tmp_path, _rng(52))
     candidates = list_candidates(prepared, op_types=EXTENDED)
     assert [c.name for c in candidates] == ["cat", "conv"]
     qdq = QdqBuilder(prepared, candidates, _hand_ranges(a=2.0, c=2.0, y=9.0), recipe="extended").build([])
@@ -824,25 +848,10 @@ def test_extended_concat_constant_input_uses_the_shared_scale(tmp_path):
 
 
 def test_extended_add_with_constant_input(tmp_path):
-    """::
-
-        x [1,2,3,3] --Conv "conv" (W 3x2x1x1)--> a --Add "add" (a, K [1,3,1,1])--> y (graph output)
-
-    INT8 Add: ``a`` per-tensor Q/DQ, the constant K a per-tensor int8 initializer + DQ (scale max|K|/127,
-    no axis), and the output y quantized with amax(y) and still named ``y``.
-    """
+    """The Add-constant model, INT8 Add: ``a`` per-tensor Q/DQ, the constant K a per-tensor int8 initializer + DQ
+    (scale max|K|/127, no axis), and the output y quantized with amax(y) and still named ``y``."""
     rng = _rng(53)
-    w, k = _f32(rng, 3, 2, 1, 1), _f32(rng, 1, 3, 1, 1)
-    model = _model(
-        [
-            helper.make_node("Conv", ["x", "W"], ["a"], name="conv"),
-            helper.make_node("Add", ["a", "K"], ["y"], name="add"),
-        ],
-        [_vi("x", [1, 2, 3, 3])],
-        [_vi("y", [1, 3, 3, 3])],
-        [_init(w, "W"), _init(k, "K")],
-    )
-    prepared = _prepare(model, tmp_path / "add_const.onnx")
+    prepared, (w, k) = _add_constant_model(tmp_path, rng)
     candidates = list_candidates(prepared, op_types=EXTENDED)
     assert [c.name for c in candidates] == ["conv", "add"]
     builder = QdqBuilder(prepared, candidates, _hand_ranges(x=2.0, a=2.5, y=3.5), recipe="extended")
@@ -874,26 +883,34 @@ def test_extended_add_with_constant_input(tmp_path):
     assert count_qdq(pinned) == _qdq(q=1, dq=2)
 
 
-@pytest.mark.parametrize("amax_x, amax_p", [(2.0, 3.0), (4.0, 3.0)])
-def test_extended_maxpool_shares_scale_between_input_and_output(tmp_path, amax_x, amax_p):
+def _maxpool_model(tmp_path, rng, *, indices: bool = False):
     """::
 
         x [1,2,4,4] --MaxPool "pool" (2x2, stride 2)--> p [1,2,2,2] --Conv "conv" (W 3x2x1x1)--> y
-
-    The pool's input Q/DQ and the Q/DQ on its output edge to conv both use max(amax(x), amax(p)) / 127.
+                                                    `--> idx [1,2,2,2] int64 (graph output; with ``indices``)
     """
-    rng = _rng(54)
     w = _f32(rng, 3, 2, 1, 1)
+    idx = [helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 2, 2, 2])] if indices else []
     model = _model(
         [
-            helper.make_node("MaxPool", ["x"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node(
+                "MaxPool", ["x"], ["p", "idx"] if indices else ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]
+            ),
             helper.make_node("Conv", ["p", "W"], ["y"], name="conv"),
         ],
         [_vi("x", [1, 2, 4, 4])],
-        [_vi("y", [1, 3, 2, 2])],
+        [_vi("y", [1, 3, 2, 2]), *idx],
         [_init(w, "W")],
     )
-    prepared = _prepare(model, tmp_path / "pool.onnx")
+    return _prepare(model, tmp_path / "pool.onnx"), w
+
+
+@pytest.mark.parametrize("amax_x, amax_p", [(2.0, 3.0), (4.0, 3.0)])
+def test_extended_maxpool_shares_scale_between_input_and_output(tmp_path, amax_x, amax_p):
+    """The MaxPool model: the pool's input Q/DQ and the Q/DQ on its output edge to conv both use
+    max(amax(x), amax(p)) / 127."""
+    rng = _rng(54)
+    prepared, w = _maxpool_model(tmp_path, rng)
     candidates = list_candidates(prepared, op_types=EXTENDED)
     assert [c.name for c in candidates] == ["pool", "conv"]
     qdq = QdqBuilder(prepared, candidates, _hand_ranges(x=amax_x, p=amax_p, y=9.0), recipe="extended").build([])
@@ -910,26 +927,11 @@ def test_extended_maxpool_shares_scale_between_input_and_output(tmp_path, amax_x
 
 
 def test_extended_maxpool_with_indices_output(tmp_path):
-    """MaxPool's optional second output (int64 Indices, e.g. for MaxUnpool) is not an activation::
-
-        x [1,2,4,4] --MaxPool "pool" (2x2, stride 2)--> p [1,2,2,2] --Conv "conv" (W 3x2x1x1)--> y
-                                                    `--> idx [1,2,2,2] int64 (graph output)
-
-    The calibrated build succeeds, the scale shared by the pool's input and output is max(amax(x), amax(p)),
-    and ``idx`` stays the int64 output of the pool with no Q/DQ.
-    """
+    """MaxPool's optional second output (int64 Indices, e.g. for MaxUnpool) is not an activation (the MaxPool model
+    with ``idx``): the calibrated build succeeds, the scale shared by the pool's input and output is
+    max(amax(x), amax(p)), and ``idx`` stays the int64 output of the pool with no Q/DQ."""
     rng = _rng(55)
-    w = _f32(rng, 3, 2, 1, 1)
-    model = _model(
-        [
-            helper.make_node("MaxPool", ["x"], ["p", "idx"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-            helper.make_node("Conv", ["p", "W"], ["y"], name="conv"),
-        ],
-        [_vi("x", [1, 2, 4, 4])],
-        [_vi("y", [1, 3, 2, 2]), helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 2, 2, 2])],
-        [_init(w, "W")],
-    )
-    prepared = _prepare(model, tmp_path / "pool_idx.onnx")
+    prepared, _ = _maxpool_model(tmp_path, rng, indices=True)
     candidates = list_candidates(prepared, op_types=EXTENDED)
     assert [c.name for c in candidates] == ["pool", "conv"]
     feeds = [{"x": _uniform(rng, (1, 2, 4, 4))} for _ in range(3)]

@@ -306,6 +306,121 @@ def nonweighted_fatal() -> onnx.ModelProto:
     return g.finish("nonweighted_fatal", [1, 3, 32, 32], [(y, [1, 10])])
 
 
+# ---------------------------------------------------------------------------
+# three-level (INT8 / FP16 / FP32) models: FP16 overflow planted as well
+# ---------------------------------------------------------------------------
+
+FP16_MAX = 65504.0
+# Expected three-level plans (recipe trt, precisions int8,fp16,fp32), written to expected_plans_fp16.json.
+# "precisions" names the planted non-INT8 nodes; every other INT8 candidate runs INT8 and every other node
+# (non-candidates: Relu, Reshape, Softmax, ...) runs FP16, as in an INT8 + FP16 TensorRT engine.
+EXPECTED_FP16: dict = {}
+
+
+def fp16_overflow_cnn() -> onnx.ModelProto:
+    """CNN with one INT8-fragile but FP16-safe layer (conv3) and one layer whose activations overflow FP16
+    (conv5, whose output is brought back to ordinary magnitude by the per-channel rescale scale5)."""
+    g = GraphBuilder(seed=707)
+    C, NB = 16, 2
+    S = 8192.0  # magnitude of conv5: about half its outputs are past the FP16 maximum 65504
+    x = g.relu("relu1", g.conv("conv1", "input", g.conv_w(C, 3), g.bias(C), stride=2))   # 16x16x16
+    x = g.relu("relu2", g.conv("conv2", x, outlier_producer_w(g, C, C, NB), g.bias(C)))   # 2 channels x1000
+    x = g.relu("relu3", g.conv("conv3", x, outlier_consumer_w(g, C, C, NB, 2), g.bias(C)))  # INT8-fragile, FP16-safe
+    x = g.relu("relu4", g.conv("conv4", x, outlier_producer_w(g, C, C, NB), g.bias(C)))   # 2 channels x1000 again
+    w5 = outlier_consumer_w(g, C, C, NB, 2) * S
+    b5 = (g.bias(C) + 0.5) * S
+    x = g.conv("conv5", x, w5, b5)                                                          # INT8-fragile, overflows FP16
+    k = (g.rng.uniform(0.15, 0.45, size=(1, C, 1, 1)) / S).astype(np.float32)
+    x = g.node("Mul", "scale5", [x, g.const("scale5.scale", k)])                            # back to ordinary
+    x = g.node("Clip", "relu6_5", [x, g.const("relu6_5.min", np.array(0.0, np.float32)),
+                                    g.const("relu6_5.max", np.array(6.0, np.float32))])       # ReLU6
+    x = g.relu("relu6", g.conv("conv6", x, g.conv_w(24, C), g.bias(24), stride=2))       # 24x8x8
+    y = head(g, x, 24)
+    return g.finish("fp16_overflow_cnn", [1, 3, 32, 32], [(y, [1, 10])])
+
+
+EXPECTED_FP16["fp16_overflow_cnn.onnx"] = {
+    "recipe": "trt", "precision_levels": ["int8", "fp16", "fp32"], "metric": "rel-l2", "tolerance": 0.05,
+    "precisions": {"conv3": "fp16", "conv5": "fp32", "scale5": "fp32"},
+    "two_level_planted": ["conv3", "conv5"],
+}
+
+
+def layernorm_overflow_block() -> onnx.ModelProto:
+    """Post-LN (BERT-style) transformer block with hand-built LayerNorms, as exporters emitted them before
+    LayerNormalization existed. Its hidden states are in the hundreds, so ln1's squares and variance pass the
+    FP16 maximum; ln2 sees ordinary values. mlp_fc2 is INT8-fragile but FP16-safe (outlier hidden units)."""
+    g = GraphBuilder(seed=808)
+    T, D, H, F, NB, NOB = 16, 32, 2, 64, 4, 8
+    dh = D // H
+    rng = g.rng
+    G = 512.0  # magnitude of the hidden states: std about 300..500 per token, so var(x) > 65504
+
+    def lin_w(din, dout, gain=1.0):
+        return (rng.standard_normal((din, dout)) * gain / np.sqrt(din)).astype(np.float32)
+
+    def linear(name, x, w, b):
+        mm = g.node("MatMul", name, [x, g.const(f"{name}.weight", w)])
+        return g.node("Add", f"{name}_bias", [mm, g.const(f"{name}.bias", b)])
+
+    def layernorm(name, x):
+        """x -> (x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta, over the last axis."""
+        mean = g.node("ReduceMean", f"{name}_mean", [x], axes=[-1], keepdims=1)
+        d = g.node("Sub", f"{name}_sub", [x, mean])
+        sq = g.node("Pow", f"{name}_pow", [d, g.const(f"{name}.two", np.array(2.0, np.float32))])
+        var = g.node("ReduceMean", f"{name}_var", [sq], axes=[-1], keepdims=1)
+        var = g.node("Add", f"{name}_add_eps", [var, g.const(f"{name}.eps", np.array(1e-5, np.float32))])
+        std = g.node("Sqrt", f"{name}_sqrt", [var])
+        y = g.node("Div", f"{name}_div", [d, std])
+        y = g.node("Mul", f"{name}_gamma", [y, g.const(f"{name}.weight", 1.0 + 0.1 * rng.standard_normal(D).astype(np.float32))])
+        return g.node("Add", f"{name}_beta", [y, g.const(f"{name}.bias", 0.05 * rng.standard_normal(D).astype(np.float32))])
+
+    # --- hidden states in the hundreds (stands for the network before this block) ---
+    x0 = linear("embed", "input", lin_w(D, D, gain=2.0 * G), g.bias(D, scale=0.2 * G))
+    # --- self-attention on x0 (projections scaled down so q, k, v are ordinary) ---
+    q = linear("q_proj", x0, lin_w(D, D, gain=1.0 / G), g.bias(D))
+    k = linear("k_proj", x0, lin_w(D, D, gain=1.0 / G), g.bias(D))
+    v = linear("v_proj", x0, lin_w(D, D, gain=1.0 / G), g.bias(D))
+    shp = g.const_i64("heads_shape", [1, T, H, dh])
+    q = g.node("Transpose", "q_transpose", [g.node("Reshape", "q_reshape", [q, shp])], perm=[0, 2, 1, 3])  # 1,H,T,dh
+    k = g.node("Transpose", "k_transpose", [g.node("Reshape", "k_reshape", [k, shp])], perm=[0, 2, 3, 1])  # 1,H,dh,T
+    v = g.node("Transpose", "v_transpose", [g.node("Reshape", "v_reshape", [v, shp])], perm=[0, 2, 1, 3])  # 1,H,T,dh
+    s = g.node("MatMul", "attn_scores", [q, k])
+    s = g.node("Mul", "attn_scale", [s, g.const("attn_scale.value", np.array(1.0 / np.sqrt(dh), np.float32))])
+    p = g.node("Softmax", "attn_softmax", [s], axis=-1)
+    ctx = g.node("MatMul", "attn_context", [p, v])
+    ctx = g.node("Transpose", "ctx_transpose", [ctx], perm=[0, 2, 1, 3])
+    ctx = g.node("Reshape", "ctx_reshape", [ctx, g.const_i64("merge_shape", [1, T, D])])
+    o = linear("out_proj", ctx, lin_w(D, D, gain=0.5 * G), g.bias(D))      # back to the hundreds
+    z = g.node("Add", "residual1", [x0, o])
+    x1 = layernorm("ln1", z)                                                 # overflows in FP16
+    # --- MLP with planted outlier hidden units (as transformer_block.onnx) ---
+    w1 = lin_w(D, F)
+    b1 = g.bias(F)
+    w1[:, :NB] *= BIG
+    b1[:NB] = 2.0 * BIG
+    u = linear("mlp_fc1", x1, w1, b1)
+    e = g.node("Erf", "gelu_erf", [g.node("Div", "gelu_div", [u, g.const("gelu.sqrt2", np.array(np.sqrt(2.0), np.float32))])])
+    e = g.node("Add", "gelu_add", [e, g.const("gelu.one", np.array(1.0, np.float32))])
+    a = g.node("Mul", "gelu_mul", [u, e])
+    a = g.node("Mul", "gelu_half", [a, g.const("gelu.half", np.array(0.5, np.float32))])
+    w2 = np.zeros((F, D), np.float32)
+    w2[:NB, :NOB] = lin_w(NB, NOB, gain=1.5) / (2.0 * BIG)
+    w2[NB:, NOB:] = lin_w(F - NB, D - NOB, gain=1.5)
+    m = linear("mlp_fc2", a, w2, g.bias(D))                                  # INT8-fragile, FP16-safe
+    z2 = g.node("Add", "residual2", [x1, m])
+    y = layernorm("ln2", z2)                                                 # ordinary values: FP16-safe
+    return g.finish("layernorm_overflow_block", [1, T, D], [(y, [1, T, D])])
+
+
+EXPECTED_FP16["layernorm_overflow_block.onnx"] = {
+    "recipe": "trt", "precision_levels": ["int8", "fp16", "fp32"], "metric": "rel-l2", "tolerance": 0.05,
+    "precisions": {"ln1_pow": "fp32", "ln1_var": "fp32", "ln1_add_eps": "fp32", "ln1_sqrt": "fp32",
+                   "mlp_fc2": "fp16"},
+    "two_level_planted": ["mlp_fc2"],
+}
+
+
 MODELS = {
     "plain_cnn.onnx": plain_cnn,
     "two_planted_cnn.onnx": two_planted_cnn,
@@ -313,6 +428,11 @@ MODELS = {
     "transformer_block.onnx": transformer_block,
     "residual_branches.onnx": residual_branches,
     "nonweighted_fatal.onnx": nonweighted_fatal,
+}
+# three-level models; their plans go to expected_plans_fp16.json (expected_plans.json lists two-level plans)
+MODELS_FP16 = {
+    "fp16_overflow_cnn.onnx": fp16_overflow_cnn,
+    "layernorm_overflow_block.onnx": layernorm_overflow_block,
 }
 
 
@@ -322,13 +442,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for fname, build in MODELS.items():
+    for fname, build in {**MODELS, **MODELS_FP16}.items():
         model = build()
         data = model.SerializeToString(deterministic=True)
         (out / fname).write_bytes(data)
         print(f"wrote {out / fname} ({len(data)} bytes)")
     (out / "expected_plans.json").write_text(json.dumps(EXPECTED, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out / 'expected_plans.json'}")
+    (out / "expected_plans_fp16.json").write_text(json.dumps(EXPECTED_FP16, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {out / 'expected_plans_fp16.json'}")
 
 
 if __name__ == "__main__":

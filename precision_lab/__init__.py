@@ -6,9 +6,15 @@ Library first::
     result = precision_lab.sweep("model.onnx", data="calib/", metric="rel-l2", tolerance=0.05)
     result.plan.fp32_layers, result.layers  # the plan, and a DataFrame of per-layer sensitivity
     result = precision_lab.load("reports/model")  # the same object, from a sweep's output folder
+
+Names are imported on first use, so ``import precision_lab`` (and the command line's ``--help``, and every
+worker process) loads neither matplotlib nor pandas nor ONNX Runtime until something needs them.
 """
 
-from precision_lab.compare import METRICS, OutputSlice
+from __future__ import annotations
+
+import importlib
+
 from precision_lab.errors import (
     EvaluationError,
     InputError,
@@ -16,35 +22,42 @@ from precision_lab.errors import (
     PrecisionLabError,
     UnattainableToleranceError,
 )
-from precision_lab.model import list_candidates, prepare_model
-from precision_lab.plan import apply_plan
-from precision_lab.qdq import RECIPES, QdqBuilder
-from precision_lab.report import render_report, write_report
-from precision_lab.results import Evaluation, LayerSensitivity, Plan, SweepResult, load
-from precision_lab.sweep import DEFAULT_TOLERANCES, sweep
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "sweep": "precision_lab.sweep",
+    "DEFAULT_TOLERANCES": "precision_lab.settings",
+    "load": "precision_lab.results",
+    "SweepResult": "precision_lab.results",
+    "VerifiedPlan": "precision_lab.results",
+    "Evaluation": "precision_lab.results",
+    "LayerSensitivity": "precision_lab.results",
+    "PrecisionPlan": "precision_lab.precisions",
+    "apply_plan": "precision_lab.plan",
+    "render_report": "precision_lab.report",
+    "write_report": "precision_lab.report",
+    "prepare_model": "precision_lab.model",
+    "list_candidates": "precision_lab.model",
+    "QdqBuilder": "precision_lab.qdq",
+    "RECIPES": "precision_lab.qdq",
+    "OutputSlice": "precision_lab.compare",
+    "METRICS": "precision_lab.compare",
+}
+
 __all__ = [
-    "sweep",
-    "load",
-    "apply_plan",
-    "render_report",
-    "write_report",
-    "prepare_model",
-    "list_candidates",
-    "QdqBuilder",
-    "SweepResult",
-    "Plan",
-    "Evaluation",
-    "LayerSensitivity",
-    "OutputSlice",
-    "METRICS",
-    "RECIPES",
-    "DEFAULT_TOLERANCES",
+    *_LAZY,
     "PrecisionLabError",
     "InputError",
     "MissingDependencyError",
     "UnattainableToleranceError",
     "EvaluationError",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

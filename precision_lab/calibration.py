@@ -25,11 +25,19 @@ from precision_lab.io import write_text_atomic
 from precision_lab.model import PreparedModel
 from precision_lab.onnx_io import needs_external_data, save_model
 
-__all__ = ["CALIBRATION_METHODS", "Ranges", "calibrate", "DEFAULT_PERCENTILE"]
+__all__ = ["CALIBRATION_METHODS", "Ranges", "calibrate", "check_calibration", "DEFAULT_PERCENTILE"]
 
 CALIBRATION_METHODS = ("max", "percentile", "entropy")
 DEFAULT_PERCENTILE = 99.999
 _CHUNK = 8  # feeds per collect_data call: bounds the memory of histogram calibrators
+
+
+def check_calibration(method: str, percentile: float) -> None:
+    """Raise a one-line :class:`InputError` for an unknown ``method`` or a percentile outside (0, 100]."""
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"unknown --calibration '{method}'; choose one of {', '.join(CALIBRATION_METHODS)}")
+    if not 0 < percentile <= 100:
+        raise InputError(f"--percentile must be in (0, 100], got {percentile}")
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,7 @@ def calibrate(
     """
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
-    if method not in CALIBRATION_METHODS:
-        raise InputError(f"unknown calibration method '{method}'; choose one of {', '.join(CALIBRATION_METHODS)}")
-    if not 0 < percentile <= 100:
-        raise InputError(f"--percentile must be in (0, 100], got {percentile}")
+    check_calibration(method, percentile)
     tensors = sorted(set(tensors))
     key = _cache_key(prepared, fingerprint, method, tensors, percentile)
     cache_file = Path(cache_dir) / f"ranges-{key}.json" if cache_dir is not None else None

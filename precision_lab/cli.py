@@ -102,39 +102,30 @@ def _build_parser() -> argparse.ArgumentParser:
         "recurrent model's state outputs",
     )
     quant = sweep.add_argument_group("quantization")
-    quant.add_argument("--recipe", default="trt", choices=["trt", "extended"], help="candidate op set (default trt)")
+    quant.add_argument("--recipe", default="trt", help="candidate op set: trt (default) or extended")
     quant.add_argument("--ops", help="comma-separated op types to use as candidates instead of the recipe's")
     quant.add_argument("--exclude", action="append", default=[], help="node name or pattern never quantized (repeatable)")
-    quant.add_argument("--calibration", default="max", choices=["max", "percentile", "entropy"], help="default max")
+    quant.add_argument("--calibration", default="max", help="max (default), percentile or entropy")
     quant.add_argument("--percentile", type=float, default=99.999, help="for --calibration percentile (default 99.999)")
     search = sweep.add_argument_group("search")
-    search.add_argument(
-        "--sensitivity", default="isolate", choices=["isolate", "leave-one-out", "both"], help="default isolate"
-    )
+    search.add_argument("--sensitivity", default="isolate", help="isolate (default), leave-one-out or both")
     search.add_argument(
         "--search",
         default="full",
-        choices=["full", "fast"],
         help="full (default): sensitivity of every layer, then the plan; fast: one-pass signals order the "
         "layers and bisection rounds find the plan (far fewer evaluations, no full sensitivity table)",
     )
+    from precision_lab.backends import BACKENDS, add_backend_arguments
+
     backend = sweep.add_argument_group("backend")
     backend.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "onnxrt", "tensorrt"],
-        help="auto (default): TensorRT when a working builder and a GPU exist, else onnxrt (ONNX Runtime, CPU)",
+        choices=["auto", *BACKENDS],
+        help="auto (default): TensorRT when a working builder and a GPU exist, else onnxrt. "
+        + "; ".join(f"{name}: {entry.summary}" for name, entry in BACKENDS.items()),
     )
-    backend.add_argument(
-        "--trt-mode", default="explicit", choices=["explicit", "implicit"],
-        help="TensorRT: explicit Q/DQ, strongly typed (default; the only mode of TensorRT 11) or implicit (TensorRT 10)",
-    )
-    backend.add_argument("--builder-optimization-level", type=int, default=1, help="TensorRT builder level 0-5 (default 1 during sweeps)")
-    backend.add_argument("--workspace", type=int, metavar="MIB", help="TensorRT workspace limit in MiB")
-    backend.add_argument(
-        "--trt-profile", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
-        help="TensorRT optimization profile of a dynamic input, e.g. images:1x3x320x320,1x3x640x640,1x3x640x640",
-    )
+    add_backend_arguments(backend)
     search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
     search.add_argument(
         "--jobs", "-j", type=int, default=1,
@@ -153,7 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     layers = sub.add_parser("layers", help="list candidate layers with op types and shapes")
     layers.add_argument("model")
-    layers.add_argument("--recipe", default="trt", choices=["trt", "extended"])
+    layers.add_argument("--recipe", default="trt", help="trt (default) or extended")
     layers.add_argument("--ops")
     layers.add_argument("--exclude", action="append", default=[])
     layers.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224")
@@ -182,30 +173,6 @@ def _shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
     return dict(parse_input_shape(item) for item in items)
 
 
-def _profiles(items: Sequence[str]) -> dict[str, tuple[tuple[int, ...], ...]]:
-    profiles = {}
-    for item in items:
-        name, _, shapes = item.rpartition(":")
-        try:
-            parsed = tuple(tuple(int(d) for d in shape.lower().split("x")) for shape in shapes.split(","))
-        except ValueError:
-            parsed = ()
-        if not name or len(parsed) != 3:
-            raise InputError(f"bad --trt-profile '{item}'; write NAME:MIN,OPT,MAX with shapes like 1x3x224x224")
-        profiles[name] = parsed
-    return profiles
-
-
-def _trt_options(args) -> dict:
-    """TensorRT options from the arguments (used only when TensorRT is the backend)."""
-    return {
-        "mode": args.trt_mode,
-        "builder_optimization_level": args.builder_optimization_level,
-        "workspace_mib": args.workspace,
-        "profiles": _profiles(args.trt_profile) or None,
-    }
-
-
 def _ops(text: str | None) -> list[str] | None:
     return [op.strip() for op in text.split(",") if op.strip()] if text else None
 
@@ -231,19 +198,24 @@ def _print_sweep(result, top: int) -> None:
     layers = result.layers
     print(f"\nSensitivity ranking ({result.sensitivity}, {metric['name']}; top {min(top, len(layers))} of {len(layers)}):")
     width = max([len(n) for n in layers["name"][:top]] + [len(n) for n in result.plan.fp32_layers] + [5])
-    fast = result.search == "fast"
-    first, second = ("signal", None) if fast else ("isolate", "leave_one_out")
-    header = f"{'signal':>10}" if fast else f"{'isolate':>10} {'leave-1-out':>11}"
+    # the score kinds the strategy measured (e.g. isolate and leave-one-out, or the fast search's signal)
+    kinds = [k for k in result.score_kinds if any(k in layer.scores for layer in result.layer_results)]
+    if not kinds and result.search == "full":
+        kinds = ["isolate", "leave-one-out"]  # e.g. all-INT8 passed before any was measured: shown as "-"
+    widths = [max(10, len(kind)) for kind in kinds]
+    header = " ".join(f"{kind:>{w}}" for kind, w in zip(kinds, widths))
     print(f"  {'rank':>4}  {'layer':<{width}}  {'op':<14} {header}  plan")
-    tol = None if fast else metric["tolerance"]
     measured = {layer.name: layer for layer in result.layer_results}
     for row in _ranked_rows(layers, top):
         if row is None:
             print(f"  {'...':>4}  (FP32 layers of the plan ranked below the top {top}:)")
             continue
         layer = measured[row.name]  # None (not measured) prints "-", NaN (a failed evaluation) "failed"
-        values = f"{_fmt(getattr(layer, first), tol):>10}" + ("" if fast else f" {_fmt(getattr(layer, second), tol):>11}")
-        print(f"  {row.rank:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {'FP32' if row.fp32 else 'int8'}")
+        values = " ".join(
+            f"{_fmt(layer.scores.get(kind), None if kind == 'signal' else metric['tolerance']):>{w}}"
+            for kind, w in zip(kinds, widths)
+        )
+        print(f"  {row.rank:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {layer.precision if not row.fp32 else 'FP32'}")
     plan = result.plan
     base = result.baselines
     print(
@@ -288,10 +260,9 @@ def _print_verdict(result) -> None:
 
 
 def _cmd_sweep(args) -> int:
+    from precision_lab.backends import backend_options_from_args
     from precision_lab.sweep import sweep
 
-    if args.ray_address and args.executor != "ray":
-        raise InputError("--ray-address needs --executor ray")
     result = sweep(
         args.model,
         data=args.data,
@@ -319,7 +290,7 @@ def _cmd_sweep(args) -> int:
         sensitivity=args.sensitivity,
         search=args.search,
         backend=args.backend,
-        backend_options=_trt_options(args) if args.backend != "onnxrt" else None,
+        backend_options=backend_options_from_args(args),
         resume=not args.no_resume,
         progress=not args.quiet,
         jobs=args.jobs,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from precision_lab.compare import OutputSlice, StreamingComparison, TaskMetric
 from precision_lab.data import Feed
 from precision_lab.errors import EvaluationError
 from precision_lab.model import Candidate, PreparedModel
+from precision_lab.precisions import PrecisionPlan
 from precision_lab.qdq import QdqBuilder
+from precision_lab.results import Measurement
 
 __all__ = ["WorkerSpec", "PlanRunner"]
 
@@ -52,24 +54,18 @@ class PlanRunner:
     def from_spec(cls, spec: WorkerSpec) -> PlanRunner:
         return cls(None, spec)
 
-    def run(self, fp32: tuple[str, ...]) -> dict:
-        """Fields of the plan's :class:`~precision_lab.results.Evaluation`: ``status``, ``parts``, ``outputs``,
-        ``channels``, ``samples`` (per part, each feed's error statistics), ``custom`` and ``custom_samples``
-        (a task metric's value and per-feed values), ``error`` and ``seconds`` (qdq, build, infer, compare,
-        total)."""
+    def run(self, plan: PrecisionPlan) -> Measurement:
+        """Build ``plan``'s Q/DQ model, run it on the backend and compare it with the reference: the
+        :class:`~precision_lab.results.Measurement` (a failed build or run gives ``status="failed"``)."""
         spec = self.spec
         start = time.perf_counter()
-        fields: dict = {
-            "status": "ok", "parts": {}, "outputs": {}, "channels": {}, "samples": {}, "custom": None,
-            "custom_samples": None, "error": None,
-        }
         seconds: dict[str, float] = {}
         try:
-            model = self.builder.build(fp32)
-            plan_build = PlanBuild(qdq_model=model.SerializeToString(), fp32_layers=fp32)
+            model = self.builder.build(plan)
+            plan_build = PlanBuild(qdq_model=model.SerializeToString(), plan=plan)
             seconds["qdq"] = time.perf_counter() - start
             comparison = StreamingComparison(spec.slices, spec.judged)
-            kept: list[dict[str, np.ndarray]] = []  # only a custom metric needs every output at once
+            kept: list[dict[str, np.ndarray]] = []  # only a task metric needs every output at once
             compare_seconds = 0.0
 
             def on_output(index: int, output: dict[str, np.ndarray]) -> None:
@@ -86,17 +82,20 @@ class PlanRunner:
                 seconds["latency_ms"] = timings.latency_ms
             started = time.perf_counter()
             total = comparison.total
-            fields["parts"] = {part: s.values() for part, s in total.parts.items()}
-            fields["outputs"] = {name: s.values() for name, s in total.outputs.items()}
-            fields["channels"] = {name: c.to_json() for name, c in total.channels.items()}
-            fields["samples"] = {part: [s.to_row() for s in rows] for part, rows in total.samples.items()}
+            custom, custom_samples = None, None
             if self.custom is not None:
                 reference = [spec.reference[i] for i in range(len(kept))]
-                fields["custom"], fields["custom_samples"] = self.custom.evaluate(kept, reference, spec.targets)
+                custom, custom_samples = self.custom.evaluate(kept, reference, spec.targets)
             seconds["compare"] = compare_seconds + time.perf_counter() - started
+            measurement = Measurement(
+                parts={part: s.values() for part, s in total.parts.items()},
+                outputs={name: s.values() for name, s in total.outputs.items()},
+                channels={name: c.to_json() for name, c in total.channels.items()},
+                samples={part: [s.to_row() for s in rows] for part, rows in total.samples.items()},
+                custom=custom,
+                custom_samples=custom_samples,
+            )
         except EvaluationError as exc:
-            fields["status"], fields["error"] = "failed", str(exc)
+            measurement = Measurement(status="failed", error=str(exc))
         seconds["total"] = time.perf_counter() - start
-        fields["seconds"] = seconds
-        return fields
-
+        return replace(measurement, seconds=seconds)

@@ -50,6 +50,7 @@ from precision_lab.control_flow import (
 )
 from precision_lab.errors import InputError
 from precision_lab.onnx_io import PROTOBUF_LIMIT, model_digest, save_model
+from precision_lab.ort_session import create_session
 
 __all__ = [
     "MIN_OPSET",
@@ -543,9 +544,6 @@ def _run_shapes(model: onnx.ModelProto, gaps: Sequence[str]) -> dict[str, onnx.T
     existing = {out.name for out in model.graph.output}
     # the gaps become extra graph outputs for the run (on the model itself: no copy of a large model)
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in gaps if name not in existing)
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 4
     quiet = onnxruntime.RunOptions()
     quiet.log_severity_level = 4  # a failing probe is expected for some models: its kernel errors are not news
     runs: list[list] = []
@@ -556,7 +554,7 @@ def _run_shapes(model: onnx.ModelProto, gaps: Sequence[str]) -> dict[str, onnx.T
                 save_model(model, source, external_threshold_bytes=0)
             else:
                 source = model.SerializeToString()
-            session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+            session = create_session(source, log_severity=4)
             for feed in _probe_feeds(specs):
                 try:
                     runs.append(session.run(list(gaps), feed, quiet))

@@ -14,7 +14,7 @@ from pathlib import Path
 from precision_lab.errors import InputError
 from precision_lab.io import write_text_atomic
 
-__all__ = ["claim_out_dir", "MODEL_RECORD"]
+__all__ = ["prepare_out_dir", "claim_out_dir", "MODEL_RECORD"]
 
 MODEL_RECORD = ".model.json"
 
@@ -29,6 +29,18 @@ def _recorded(out: Path) -> dict | None:
         if isinstance(data, dict) and isinstance(data.get("sha256"), str):
             return data
     return None
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """Create ``out`` and its ``cache`` folder; one-line :class:`InputError` when ``out`` is a file or cannot be
+    created."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the outputs")
+    try:
+        (out / "cache").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out} ({exc.strerror}); choose another --out") from exc
+    return out
 
 
 def claim_out_dir(out: str | os.PathLike, model: str | os.PathLike, sha256: str) -> None:

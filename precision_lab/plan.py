@@ -1,4 +1,4 @@
-"""``plan.json`` (the contract of DESIGN section 3), build commands, and re-applying a saved plan.
+"""``plan.json`` (the output contract of ``docs/design.md``) and re-applying a saved plan.
 
 ``plan.json`` also carries what is needed to rebuild ``plan.onnx`` without data: the candidate set and the
 calibrated ranges (``quantization``), so ``precision-lab apply`` needs only the model and the plan.
@@ -16,39 +16,18 @@ from precision_lab.errors import InputError
 if TYPE_CHECKING:
     from precision_lab.results import SweepResult
 
-__all__ = ["SCHEMA_VERSION", "plan_document", "build_commands", "read_plan", "apply_plan"]
+__all__ = ["SCHEMA_VERSION", "plan_document", "read_plan", "apply_plan"]
 
 SCHEMA_VERSION = 1
 
 
-def build_commands(plan_onnx: str | os.PathLike) -> dict[str, str]:
-    """Command lines that build ``plan_onnx`` (explicit quantization: Q/DQ decide precision).
-
-    ``trtexec``/``polygraphy`` are for TensorRT >= 10 (``--stronglyTyped``, the only mode of TensorRT 11);
-    ``polygraphy_compare`` builds it and compares TensorRT with ONNX Runtime; ``onnxruntime`` opens it with
-    graph optimizations off, the setting that reproduces precision-lab's numbers.
-    """
-    from precision_lab.backends.tensorrt import export_commands
-
-    commands = export_commands(plan_onnx, mode="explicit")
-    commands["onnxruntime"] = (
-        "python -c \"import onnxruntime as ort; o = ort.SessionOptions(); "
-        "o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL; "
-        f"s = ort.InferenceSession('{Path(plan_onnx).as_posix()}', o); print([i.name for i in s.get_inputs()])\""
-    )
-    return commands
-
-
-def _jsonable(value):
-    from precision_lab.results import _finite_or_text
-
-    return _finite_or_text(value)
-
-
 def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
     """The content of ``plan.json`` for ``result``, whose plan was written to ``plan_onnx``."""
+    from precision_lab.backends.exports import explicit_commands
+    from precision_lab.results import _finite_or_text
+
     plan = result.plan
-    return _jsonable(
+    return _finite_or_text(
         {
             "schema_version": SCHEMA_VERSION,
             "model": {
@@ -66,6 +45,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "metric": result.metric,
             "output_slices": list(result.output_slices),
             "status": result.status,
+            "precisions": plan.plan.to_json(),
             "fp32_layers": list(plan.fp32_layers),
             "int8_layers": list(plan.int8_layers),
             "achieved": {"value": plan.value, "passed": plan.passed, "key": plan.key},
@@ -80,7 +60,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "evaluations": len(result.evaluation_records) + len(result.verification_records),
             "sensitivity": result.sensitivity,
             "plan_onnx": str(plan_onnx),
-            "exports": result.exports or build_commands(plan_onnx),
+            "exports": result.exports or explicit_commands(plan_onnx),
             "quantization": result.quantization,
         }
     )
@@ -114,6 +94,7 @@ def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | 
     from precision_lab.calibration import Ranges
     from precision_lab.onnx_io import save_model
     from precision_lab.model import constant_inputs_from_json, list_candidates, prepare_model
+    from precision_lab.precisions import PrecisionPlan
     from precision_lab.qdq import QdqBuilder
 
     document = read_plan(plan)
@@ -140,5 +121,5 @@ def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | 
         )
     ranges = Ranges("saved", quantization.get("ranges_key", ""), dict(quantization["ranges"]), 0)
     builder = QdqBuilder(prepared, candidates, ranges, recipe=quantization["recipe"])
-    save_model(builder.build(document["fp32_layers"]), output)
+    save_model(builder.build(PrecisionPlan(document.get("precisions") or {n: "fp32" for n in document["fp32_layers"]})), output)
     return warnings

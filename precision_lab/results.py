@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from precision_lab.compare import METRICS, Metric, get_metric, worst_value
+from precision_lab.precisions import PrecisionPlan
 from precision_lab.criterion import AGGREGATE, Criterion, bootstrap_interval, criterion_value, sample_values
 
-__all__ = ["Evaluation", "LayerSensitivity", "Plan", "SweepResult", "load", "RESULT_NAME"]
+__all__ = ["Evaluation", "Measurement", "LayerSensitivity", "VerifiedPlan", "SweepResult", "load", "RESULT_NAME"]
 
 RESULT_NAME = "result.json"
 
@@ -40,6 +41,23 @@ def _from_text(value):
 
 
 @dataclass(frozen=True)
+class Measurement:
+    """What one evaluation measured (it crosses process boundaries from workers): ``status`` (``"ok"`` or
+    ``"failed"``, with ``error``), every built-in metric per judged part and per whole output, per-channel error
+    sums, per-sample error statistics, a task metric's value and per-feed values, and seconds per step."""
+
+    status: str = "ok"
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)
+    outputs: dict[str, dict[str, float]] = field(default_factory=dict)
+    channels: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    samples: dict[str, list[list[float]]] = field(default_factory=dict)
+    custom: float | None = None
+    custom_samples: list[float] | None = None
+    error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """One evaluated plan: FP32 layers, every built-in metric per judged part (``parts``) and per whole output
     (``outputs``), per-channel error sums (``channels``: axis 1, ``sum_sq_err``/``sum_sq_ref``), each sample's
@@ -63,6 +81,25 @@ class Evaluation:
     sequence: int = 0
     samples: dict[str, list[list[float]]] = field(default_factory=dict)
     custom_samples: list[float] | None = None
+    precisions: dict[str, str] = field(default_factory=dict)  # only for plans with FP16 layers
+
+    @classmethod
+    def of(cls, *, key: str, plan: PrecisionPlan, fp32_layers: tuple[str, ...], phase: str, sequence: int,
+           measurement: Measurement) -> Evaluation:
+        """The journal record of ``plan`` (``fp32_layers`` in graph order) and what was measured."""
+        return cls(
+            key=key,
+            fp32_layers=fp32_layers,
+            phase=phase,
+            sequence=sequence,
+            precisions={} if plan.is_binary else plan.to_json(),
+            **asdict(measurement),
+        )
+
+    @property
+    def plan(self) -> PrecisionPlan:
+        """The evaluated plan."""
+        return PrecisionPlan(self.precisions) if self.precisions else PrecisionPlan.fp32(self.fp32_layers)
 
     def value(self, metric: Metric, criterion: Criterion = AGGREGATE) -> float:
         """The plan's value of ``metric`` under ``criterion`` (default: the aggregate over the set; the worst
@@ -128,6 +165,7 @@ class Evaluation:
             sequence=data.get("sequence", 0),
             samples=data.get("samples", {}),
             custom_samples=data.get("custom_samples"),
+            precisions=data.get("precisions", {}),
         )
 
 
@@ -141,15 +179,41 @@ class LayerSensitivity:
     op_type: str
     index: int
     rank: int
-    isolate: float | None = None
-    leave_one_out: float | None = None
-    signal: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)  # kind (e.g. "isolate", "signal") -> value
     worst_input: str | None = None
+    precision: str = "int8"
+
+    @property
+    def isolate(self) -> float | None:
+        return self.scores.get("isolate")
+
+    @property
+    def leave_one_out(self) -> float | None:
+        return self.scores.get("leave-one-out")
+
+    @property
+    def signal(self) -> float | None:
+        return self.scores.get("signal")
+
+    @classmethod
+    def from_json(cls, data: dict) -> LayerSensitivity:
+        data = dict(data)
+        scores = dict(data.pop("scores", {}) or {})
+        for legacy, kind in (("isolate", "isolate"), ("leave_one_out", "leave-one-out"), ("signal", "signal")):
+            value = data.pop(legacy, None)
+            if value is not None:
+                scores.setdefault(kind, value)
+        return cls(scores=scores, **data)
+
+
+#: score kinds every layer table shows, measured or not (others appear when a strategy publishes them)
+STANDARD_SCORES = ("isolate", "leave-one-out", "signal")
 
 
 @dataclass(frozen=True)
-class Plan:
-    """The verified plan: FP32 layers, its value, and for each FP32 layer the failing evaluation without it."""
+class VerifiedPlan:
+    """The verified plan: the precision of every layer that does not run INT8 (``precisions``), the FP32 and
+    INT8 layers as views, its value, and for each raised layer the failing evaluation without it."""
 
     fp32_layers: tuple[str, ...]
     int8_layers: tuple[str, ...]
@@ -157,6 +221,11 @@ class Plan:
     passed: bool
     key: str
     evidence: dict[str, dict] = field(default_factory=dict)
+    precisions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> PrecisionPlan:
+        return PrecisionPlan(self.precisions) if self.precisions else PrecisionPlan.fp32(self.fp32_layers)
 
 
 @dataclass(frozen=True)
@@ -172,7 +241,7 @@ class SweepResult:
     output_slices: tuple[str, ...]
     sensitivity: str
     status: str
-    plan: Plan
+    plan: VerifiedPlan
     baselines: dict
     layer_results: tuple[LayerSensitivity, ...]
     evaluation_records: tuple[Evaluation, ...]
@@ -250,11 +319,25 @@ class SweepResult:
         worst_input."""
         import pandas as pd
 
-        rows = [asdict(layer) | {"fp32": layer.name in self.plan.fp32_layers} for layer in self.layer_results]
-        return pd.DataFrame(
-            rows,
-            columns=["name", "op_type", "index", "rank", "isolate", "leave_one_out", "signal", "fp32", "worst_input"],
-        ).astype({"isolate": float, "leave_one_out": float, "signal": float})  # not measured: NaN, not None
+        kinds = self.score_kinds
+        columns = ["name", "op_type", "index", "rank", *(k.replace("-", "_") for k in kinds), "fp32", "precision",
+                   "worst_input"]
+        rows = [
+            [layer.name, layer.op_type, layer.index, layer.rank]
+            + [layer.scores.get(kind, math.nan) for kind in kinds]
+            + [layer.name in self.plan.fp32_layers, layer.precision, layer.worst_input]
+            for layer in self.layer_results
+        ]
+        frame = pd.DataFrame(rows, columns=columns)
+        for kind in kinds:
+            frame[kind.replace("-", "_")] = frame[kind.replace("-", "_")].astype(float)
+        return frame
+
+    @property
+    def score_kinds(self) -> list[str]:
+        """The per-layer score kinds: the standard ones, then any other a strategy published."""
+        extra = {kind for layer in self.layer_results for kind in layer.scores} - set(STANDARD_SCORES)
+        return [*STANDARD_SCORES, *sorted(extra)]
 
     @property
     def evaluations(self):
@@ -335,7 +418,7 @@ class SweepResult:
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data["layer_results"] = [asdict(layer) for layer in self.layer_results]
+        data["layer_results"] = [asdict(layer) for layer in self.layer_results]  # scores, not the legacy columns
         data["evaluation_records"] = [record.to_json() for record in self.evaluation_records]
         data["verification_records"] = [record.to_json() for record in self.verification_records]
         data["output_slices"] = list(self.output_slices)
@@ -356,16 +439,17 @@ class SweepResult:
             output_slices=tuple(data.get("output_slices", ())),
             sensitivity=data["sensitivity"],
             status=data["status"],
-            plan=Plan(
+            plan=VerifiedPlan(
                 fp32_layers=tuple(plan["fp32_layers"]),
                 int8_layers=tuple(plan["int8_layers"]),
                 value=plan["value"],
                 passed=plan["passed"],
                 key=plan["key"],
                 evidence=plan.get("evidence", {}),
+                precisions=plan.get("precisions", {}),
             ),
             baselines=data["baselines"],
-            layer_results=tuple(LayerSensitivity(**layer) for layer in data["layer_results"]),
+            layer_results=tuple(LayerSensitivity.from_json(layer) for layer in data["layer_results"]),
             evaluation_records=tuple(
                 Evaluation.from_json(record) for record in data["evaluation_records"]
             ),

@@ -36,13 +36,9 @@ def _expose(model: onnx.ModelProto, tensors: Sequence[str]) -> bytes:
 
 
 def _session(model: bytes):
-    import onnxruntime
+    from precision_lab.ort_session import create_session
 
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return create_session(model)
 
 
 def _rel_l2(err: float, ref: float) -> float:

@@ -44,6 +44,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     )
 
 
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``precision-lab ARGS`` run by ``precision_lab.cli.main`` in this process (for tests where the command line
+    process itself is not under test: no interpreter start-up per sweep), with its exit code and output."""
+    import contextlib
+    import io
+
+    from precision_lab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["precision-lab", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
     """Every sample model swept once (CLI, real data folder, expected recipe/tolerance): name -> out dir."""
@@ -54,7 +68,7 @@ def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
         model = SAMPLES / f"{name}.onnx"
         data = write_random_feeds(model, root / f"{name}_data")
         out = root / name
-        proc = run_cli(
+        proc = run_in_process(
             "sweep", str(model), "--data", str(data), "--out", str(out), "--quiet",
             "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]),
         )

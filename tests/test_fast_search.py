@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import EXPECTED, SAMPLE_NAMES, SAMPLES, run_cli
+from conftest import EXPECTED, SAMPLE_NAMES, SAMPLES, run_in_process
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
@@ -15,7 +15,7 @@ def test_fast_mode_matches_the_full_plan_within_the_bound(sample_sweeps, tmp_pat
     full = json.loads((sample_sweeps[name] / "plan.json").read_text())
     expected = EXPECTED[f"{name}.onnx"]
     out = tmp_path / "fast"
-    proc = run_cli(
+    proc = run_in_process(
         "sweep", str(SAMPLES / f"{name}.onnx"), "--data", full["data"]["source"], "--out", str(out), "--quiet",
         "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]), "--search", "fast",
     )

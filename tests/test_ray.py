@@ -28,7 +28,7 @@ SWEEP_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import precision_lab
-    from precision_lab import executors_ray
+    from precision_lab.executors import ray as executors_ray
 
     remote = []
     original = executors_ray.RayExecutor._result
@@ -78,7 +78,7 @@ def test_ray_executor_gives_the_same_plan_as_serial(tmp_path):
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
 def test_unreachable_ray_address_is_a_one_line_input_error(address):
     from precision_lab.errors import InputError, MissingDependencyError
-    from precision_lab.executors_ray import RayExecutor
+    from precision_lab.executors.ray import RayExecutor
 
     if address.startswith("ray://"):
         import importlib.util
@@ -98,7 +98,7 @@ def test_auto_without_a_running_cluster_is_a_one_line_input_error(monkeypatch, t
     import ray
 
     from precision_lab.errors import InputError
-    from precision_lab.executors_ray import RayExecutor
+    from precision_lab.executors.ray import RayExecutor
 
     if ray.is_initialized():
         pytest.skip("this process is already connected to Ray")

@@ -20,7 +20,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import REPO, SAMPLE_NAMES, SAMPLES, run_cli, write_random_feeds
+from conftest import REPO, SAMPLE_NAMES, SAMPLES, run_cli, run_in_process, write_random_feeds
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -57,7 +57,7 @@ def cnn_sweep(tmp_path_factory) -> dict:
     shutil.copy(SAMPLES / "two_planted_cnn.onnx", model)
     data = write_random_feeds(model, root / "data")
     out = root / "out"
-    proc = run_cli("sweep", str(model), "--data", str(data), "--out", str(out), "--quiet")
+    proc = run_in_process("sweep", str(model), "--data", str(data), "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     return {"root": root, "model": model, "data": data, "out": out, "plan": json.loads((out / "plan.json").read_text())}
 
@@ -98,7 +98,7 @@ def hostile_sweep(tmp_path_factory) -> dict:
     model = hostile_model(root / "hostile.onnx")
     data = write_random_feeds(model, root / "data", count=24)
     out = root / "out"
-    proc = run_cli(
+    proc = run_in_process(
         "sweep", str(model), "--data", str(data), "--out", str(out), "--quiet",
         "--calib-samples", "16", "--eval-samples", "8",
     )
@@ -374,7 +374,7 @@ def test_dollar_signs_in_names_do_not_break_the_report(tmp_path):
     onnx.save(model, str(path))
     data = write_random_feeds(path, tmp_path / "data", count=24)
     out = tmp_path / "out"
-    proc = run_cli("sweep", str(path), "--data", str(data), "--out", str(out), "--quiet",
+    proc = run_in_process("sweep", str(path), "--data", str(data), "--out", str(out), "--quiet",
                    "--calib-samples", "16", "--eval-samples", "8")
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = (out / "report.html").read_text(encoding="utf-8")

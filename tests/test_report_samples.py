@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import SAMPLES, run_cli
+from conftest import SAMPLES, run_in_process
 from test_generalization import _hard_verification_data
 from test_report import DATA_IMG, browser, open_report  # noqa: F401 - fixtures used by name
 
@@ -19,7 +19,7 @@ def verified_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_samples")
     data = _hard_verification_data(root / "data")
     out = root / "out"
-    proc = run_cli(
+    proc = run_in_process(
         "sweep", str(SAMPLES / "plain_cnn.onnx"), "--data", str(data), "--calib-samples", "6", "--eval-samples", "8",
         "--verify-samples", "6", "--until-verified", "--out", str(out), "--quiet",
     )

@@ -6,7 +6,16 @@ import itertools
 
 import pytest
 
-from precision_lab.search import Outcome, drive, minimal_plan_search, rank_layers, sensitivity_plans
+from precision_lab.precisions import PrecisionPlan
+from precision_lab.search import (
+    SEARCHES,
+    Outcome,
+    SearchContext,
+    drive,
+    minimal_plan_search,
+    rank_layers,
+    sensitivity_plans,
+)
 
 LAYERS = [f"l{i}" for i in range(12)]
 
@@ -18,18 +27,21 @@ class FakeEvaluator:
         self.errors = errors
         self.tolerance = tolerance
         self.pairs = pairs or {}
-        self.seen: dict[frozenset, Outcome] = {}
+        self.seen: dict[PrecisionPlan, Outcome] = {}
+        self.phases: list[str] = []
         self.calls = 0
 
-    def value(self, fp32: frozenset) -> float:
-        int8 = set(self.errors) - fp32
+    def value(self, plan: PrecisionPlan) -> float:
+        int8 = set(self.errors) - plan.fp32_layers
         value = sum(self.errors[name] for name in int8)
         value += sum(penalty for pair, penalty in self.pairs.items() if pair <= int8)
         return value
 
     def __call__(self, batch):
+        self.phases.append(getattr(batch, "phase", "search"))
         outcomes = []
         for plan in batch:
+            assert isinstance(plan, PrecisionPlan)
             if plan not in self.seen:
                 self.calls += 1
                 value = self.value(plan)
@@ -40,19 +52,19 @@ class FakeEvaluator:
 
 def isolate_ranking(fake: FakeEvaluator) -> list[str]:
     plans = sensitivity_plans(LAYERS, "isolate")
-    outcomes = fake([plan for _, plan in plans])
-    values = {next(iter(set(LAYERS) - plan)): o.value for (_, plan), o in zip(plans, outcomes)}
+    outcomes = fake([plan for _, _, plan in plans])
+    values = {layer: o.value for (_, layer, _), o in zip(plans, outcomes)}
     return rank_layers(LAYERS, isolate=values)
 
 
 def assert_one_minimal(result, fake: FakeEvaluator):
-    plan = frozenset(result.fp32_layers)
-    assert result.outcome.passed and result.outcome.fp32_layers == plan
-    for name in plan:
+    pinned = frozenset(result.pinned)
+    assert result.outcome.passed and result.outcome.fp32_layers == pinned
+    for name in pinned:
         proof = result.evidence[name]
-        assert proof.fp32_layers == plan - {name}
+        assert proof.fp32_layers == pinned - {name}
         assert not proof.passed
-        assert fake.seen[plan - {name}] == proof  # the proof was really evaluated
+        assert fake.seen[PrecisionPlan.fp32(pinned - {name})] == proof  # the proof was really evaluated
 
 
 def test_single_planted_layer_is_the_plan():
@@ -60,7 +72,7 @@ def test_single_planted_layer_is_the_plan():
     fake = FakeEvaluator(errors, tolerance=0.05)
     result = drive(minimal_plan_search(isolate_ranking(fake)), fake)
     assert result.status == "found"
-    assert result.fp32_layers == ("l7",)
+    assert result.pinned == ("l7",)
     assert_one_minimal(result, fake)
 
 
@@ -68,7 +80,7 @@ def test_two_planted_layers_neither_enough_alone():
     errors = {name: 0.001 for name in LAYERS} | {"l2": 0.5, "l9": 0.5}
     fake = FakeEvaluator(errors, tolerance=0.05)
     result = drive(minimal_plan_search(isolate_ranking(fake)), fake)
-    assert sorted(result.fp32_layers) == ["l2", "l9"]
+    assert sorted(result.pinned) == ["l2", "l9"]
     assert_one_minimal(result, fake)
 
 
@@ -76,7 +88,7 @@ def test_all_int8_passes_gives_empty_plan():
     fake = FakeEvaluator({name: 0.001 for name in LAYERS}, tolerance=0.05)
     result = drive(minimal_plan_search(LAYERS), fake)
     assert result.status == "all-int8-passes"
-    assert result.fp32_layers == ()
+    assert result.pinned == ()
     assert result.outcome.passed
 
 
@@ -92,7 +104,7 @@ def test_bad_ranking_is_repaired_by_pruning():
     errors = {name: 0.001 for name in LAYERS} | {"l11": 1.0}
     fake = FakeEvaluator(errors, tolerance=0.05)
     result = drive(minimal_plan_search(LAYERS), fake)  # l11 is ranked last
-    assert result.fp32_layers == ("l11",)
+    assert result.pinned == ("l11",)
     assert_one_minimal(result, fake)
 
 
@@ -104,7 +116,7 @@ def test_interacting_layers_give_a_one_minimal_plan():
     result = drive(minimal_plan_search(isolate_ranking(fake)), fake)
     assert result.status == "found"
     assert_one_minimal(result, fake)
-    int8 = set(LAYERS) - set(result.fp32_layers)
+    int8 = set(LAYERS) - set(result.pinned)
     assert not ({"l1", "l5"} <= int8 or {"l3", "l8"} <= int8)
 
 
@@ -115,7 +127,7 @@ def test_search_evaluations_stay_logarithmic(planted):
     ranking = isolate_ranking(fake)
     before = fake.calls
     result = drive(minimal_plan_search(ranking), fake)
-    assert sorted(result.fp32_layers) == sorted(planted)
+    assert sorted(result.pinned) == sorted(planted)
     # baselines + bisection + pruning of the prefix
     assert fake.calls - before <= 2 + 4 + len(planted)
 
@@ -140,10 +152,10 @@ def test_failed_isolate_evaluation_ranks_first():
 def test_sensitivity_plans_shapes():
     plans = sensitivity_plans(["a", "b"], "both")
     assert plans == [
-        ("isolate", frozenset({"b"})),
-        ("isolate", frozenset({"a"})),
-        ("leave-one-out", frozenset({"a"})),
-        ("leave-one-out", frozenset({"b"})),
+        ("isolate", "a", PrecisionPlan.fp32({"b"})),
+        ("isolate", "b", PrecisionPlan.fp32({"a"})),
+        ("leave-one-out", "a", PrecisionPlan.fp32({"a"})),
+        ("leave-one-out", "b", PrecisionPlan.fp32({"b"})),
     ]
 
 
@@ -155,7 +167,7 @@ def test_every_subset_search_is_one_minimal_on_small_monotone_problems():
             errors = {name: 0.001 for name in names} | {name: 0.3 for name in planted}
             fake = FakeEvaluator(errors, tolerance=0.05)
             result = drive(minimal_plan_search(names), fake)
-            assert sorted(result.fp32_layers) == sorted(planted)
+            assert sorted(result.pinned) == sorted(planted)
             if planted:
                 assert_one_minimal(result, fake)
 
@@ -178,7 +190,7 @@ def test_fast_search_finds_the_planted_layers_within_the_bound(planted, order):
     ordering = {"graph": LAYERS, "reversed": LAYERS[::-1],
                 "shuffled": [LAYERS[i] for i in (5, 2, 9, 0, 11, 7, 3, 8, 1, 10, 4, 6)]}[order]
     result = drive(fast_plan_search(ordering), fake)
-    assert sorted(result.fp32_layers) == sorted(planted)
+    assert sorted(result.pinned) == sorted(planted)
     assert_one_minimal(result, fake)
     assert fake.calls <= _bound(len(planted), len(LAYERS))
 
@@ -202,3 +214,48 @@ def test_fast_search_interacting_layers_is_one_minimal():
     result = drive(fast_plan_search(LAYERS), fake)
     assert result.status == "found"
     assert_one_minimal(result, fake)
+
+
+# --- strategies by name -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHES))
+def test_registered_strategies_start_from_the_baselines_and_publish_scores(name):
+    errors = {layer: 0.001 for layer in LAYERS} | {"l3": 0.6, "l8": 0.6}
+    fake = FakeEvaluator(errors, tolerance=0.05)
+    signals = {layer: errors[layer] for layer in LAYERS}
+    context = SearchContext(LAYERS, sensitivity="both", signals=lambda: signals)
+    result = drive(SEARCHES[name](context), fake)
+    assert fake.phases[0] == "baseline"
+    assert sorted(result.pinned) == ["l3", "l8"] and result.plan == PrecisionPlan.fp32({"l3", "l8"})
+    assert_one_minimal(result, fake)
+    kinds = {"full": {"isolate", "leave-one-out"}, "fast": {"signal"}}[name]
+    assert set(result.scores) == kinds and all(set(values) == set(LAYERS) for values in result.scores.values())
+    assert result.ranking[:2] in (("l3", "l8"), ("l8", "l3"))
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHES))
+def test_registered_strategies_report_an_unattainable_tolerance_without_more_work(name):
+    fake = FakeEvaluator({layer: 0.001 for layer in LAYERS}, tolerance=-1.0)
+    result = drive(SEARCHES[name](SearchContext(LAYERS, signals=lambda: {})), fake)
+    assert result.status == "unattainable" and fake.calls == 2
+
+
+def test_a_search_at_another_level_raises_layers_from_a_start_plan():
+    """The same search, from a plan whose layers are FP16, pins layers to FP32 and proves each on that level."""
+    from precision_lab.precisions import FP16, FP32, Level
+
+    start = PrecisionPlan({layer: FP16 for layer in LAYERS})
+    fake_errors = {layer: 0.001 for layer in LAYERS} | {"l5": 0.5}
+
+    def evaluate(batch):
+        outcomes = []
+        for plan in batch:
+            value = sum(e for layer, e in fake_errors.items() if plan.precision(layer) != FP32)
+            outcomes.append(Outcome(plan, value, value <= 0.05))
+        return outcomes
+
+    result = drive(minimal_plan_search(LAYERS, level=Level(FP32, FP16), start=start), evaluate)
+    assert result.pinned == ("l5",)
+    assert result.plan == start.with_precision(["l5"], FP32)
+    assert result.evidence["l5"].plan == start

@@ -36,7 +36,7 @@ from precision_lab.backends.trt_layers import (
     onnx_nodes_from_metadata,
 )
 from precision_lab.errors import EvaluationError, InputError, MissingDependencyError
-from precision_lab.plan import build_commands
+from precision_lab.backends.exports import explicit_commands as build_commands
 
 PLAIN_CNN = SAMPLES / "plain_cnn.onnx"
 

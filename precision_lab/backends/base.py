@@ -1,18 +1,22 @@
-"""What every backend offers the evaluation loop.
+"""What every backend offers the sweep: the :class:`Backend` interface.
 
 A backend is set up once per sweep (:meth:`Backend.setup`: the prepared FP32 model, the calibration feeds and a
 cache folder), then runs one :class:`PlanBuild` per evaluation. Explicit-quantization backends use
-``qdq_model``; TensorRT 10's implicit mode uses ``fp32_layers`` on the prepared FP32 model instead.
+``qdq_model``; TensorRT 10's implicit mode reads the plan's precisions and pins layers of the FP32 model
+instead. Nothing outside ``precision_lab/backends/`` names a concrete backend: it asks the interface.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from precision_lab.precisions import PrecisionPlan
 
 if TYPE_CHECKING:
     from precision_lab.model import PreparedModel
@@ -22,10 +26,15 @@ __all__ = ["Backend", "PlanBuild", "RunTimings"]
 
 @dataclass(frozen=True)
 class PlanBuild:
-    """One plan to build and run: its Q/DQ ONNX model (serialized) and its FP32 (pinned) layer names."""
+    """One plan to build and run: its Q/DQ ONNX model (serialized) and the plan itself (a backend that pins
+    layers by other means, such as TensorRT 10's implicit mode, reads the precisions from it)."""
 
     qdq_model: bytes
-    fp32_layers: tuple[str, ...] = ()
+    plan: PrecisionPlan = field(default_factory=PrecisionPlan)
+
+    @property
+    def fp32_layers(self) -> tuple[str, ...]:
+        return tuple(sorted(self.plan.fp32_layers))
 
 
 @dataclass(frozen=True)
@@ -38,19 +47,30 @@ class RunTimings:
     latency_ms: float | None = None
 
 
-class Backend(Protocol):
-    """Runs a plan on a list of feeds and returns the outputs of each feed, by output name."""
+class Backend(ABC):
+    """Builds a plan and runs it on a list of feeds, returning each feed's outputs by output name.
 
-    name: str
+    Everything the sweep, executors, exports and report need from a backend is here, with defaults that fit a
+    backend running self-contained Q/DQ models in this process; a backend overrides what differs.
+    """
 
+    #: registry name (``--backend NAME``)
+    name: str = ""
+    #: whether each parallel worker needs a GPU of its own (Ray asks for one per actor)
+    needs_gpu_per_worker: bool = False
+
+    @abstractmethod
     def identity(self) -> str:
         """A string that changes whenever results could change (library version, device, options)."""
-        ...
+
+    def describe(self) -> str:
+        """One line for the terminal and the report: what runs the plans."""
+        return self.identity()
 
     def setup(self, *, prepared: PreparedModel, calib_feeds: Sequence[dict[str, np.ndarray]], cache_dir: Path) -> None:
-        """Called once per sweep before any :meth:`run`."""
-        ...
+        """Called once per sweep before any :meth:`run` (default: nothing to prepare)."""
 
+    @abstractmethod
     def run(
         self,
         plan: PlanBuild,
@@ -58,5 +78,35 @@ class Backend(Protocol):
         on_output: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> tuple[list[dict[str, np.ndarray]], RunTimings]:
         """Build ``plan`` and run it on ``feeds``; with ``on_output`` each feed's outputs are handed over as they
-        are produced instead of returned. Raises ``EvaluationError`` when it cannot be built or run."""
-        ...
+        are produced instead of returned. Raises ``EvaluationError`` when it cannot be built or run; errors of
+        ``on_output`` itself propagate unchanged."""
+
+    def for_workers(self, jobs: int) -> Backend:
+        """This backend as it ships to each of ``jobs`` parallel workers (default: as it is)."""
+        return self
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where the backend keeps caches of its own (``None``: it has none)."""
+        return None
+
+    def with_cache_dir(self, path: Path) -> Backend:
+        """This backend with its caches in ``path`` (a worker on another machine; default: unchanged)."""
+        return self
+
+    def pinned_layers(self, plan: PrecisionPlan) -> dict[str, list[str]]:
+        """How the backend keeps each of ``plan``'s FP32 nodes out of INT8: node -> the backend's own layer
+        names pinned for it (default: the Q/DQ model carries the plan, so each node stands for itself)."""
+        return {node: [node] for node in sorted(plan.fp32_layers)}
+
+    def build_commands(
+        self, plan_onnx: Path, *, out: Path, prepared: PreparedModel, plan: PrecisionPlan
+    ) -> dict[str, str]:
+        """Command lines that build the plan (default: ``plan.onnx`` with TensorRT's and ONNX Runtime's tools)."""
+        from precision_lab.backends.exports import explicit_commands
+
+        return explicit_commands(plan_onnx)
+
+    def info(self) -> dict:
+        """What results and the report record about the backend."""
+        return {"identity": self.identity(), "description": self.describe()}

@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 
-from precision_lab.backends.base import PlanBuild, RunTimings
+from precision_lab.backends.base import Backend, PlanBuild, RunTimings
 from precision_lab.console import first_line, quiet_polygraphy
 from precision_lab.errors import EvaluationError
 
 __all__ = ["OnnxRuntimeBackend"]
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on ``providers`` (default CPU) with ``threads`` intra-op threads (default: ORT's choice).
 
     Graph optimizations are disabled (``optimize=False``, the default): at its EXTENDED level ONNX Runtime
@@ -42,33 +42,40 @@ class OnnxRuntimeBackend:
         self.threads = threads
         self.optimize = optimize
 
+    @classmethod
+    def from_options(cls, options: None = None) -> OnnxRuntimeBackend:
+        """The backend with its defaults (it has no command-line options)."""
+        return cls()
+
     def identity(self) -> str:
         import onnxruntime
 
         return f"onnxruntime-{onnxruntime.__version__}:{','.join(self.providers)}:optimize={self.optimize}"
 
-    def session(self, model: onnx.ModelProto | bytes):
-        """An ``onnxruntime.InferenceSession`` of ``model``."""
+    def describe(self) -> str:
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        # no busy-waiting between inferences: the comparison of each output runs in between and would compete
-        # with spinning ONNX Runtime threads for the cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if not self.optimize:
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
+        how = "graph optimizations on" if self.optimize else "exact Q/DQ arithmetic, graph optimizations off"
+        return f"ONNX Runtime {onnxruntime.__version__} ({', '.join(self.providers)}; {how})"
+
+    def for_workers(self, jobs: int) -> OnnxRuntimeBackend:
+        """The same session settings with cores // ``jobs`` threads, so workers do not oversubscribe."""
+        import copy
+        import os
+
+        moved = copy.copy(self)
+        moved.threads = max(1, (os.cpu_count() or 1) // jobs)
+        return moved
+
+    def session(self, model: onnx.ModelProto | bytes):
+        """An ``onnxruntime.InferenceSession`` of ``model``."""
+        from precision_lab.ort_session import create_session
+
         data = model if isinstance(model, bytes) else model.SerializeToString()
         try:
-            return onnxruntime.InferenceSession(data, options, providers=list(self.providers))
+            return create_session(data, providers=self.providers, optimize=self.optimize, threads=self.threads)
         except Exception as exc:
             raise EvaluationError(f"ONNX Runtime could not load the model: {first_line(exc)}") from exc
-
-    def setup(self, **_) -> None:
-        """Nothing to prepare: each plan's Q/DQ model is self-contained."""
 
     def run(
         self,

@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import shlex
 import statistics
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from precision_lab._optional import require
-from precision_lab.backends.base import PlanBuild, RunTimings
+from precision_lab.backends.base import Backend, PlanBuild, RunTimings
 from precision_lab.backends.detect import TensorRTStatus, require_tensorrt
+from precision_lab.backends.exports import MODES, export_commands, trtexec_layer_spec_problem
 from precision_lab.backends.trt_layers import layers_for_nodes
-from precision_lab.data import feeds_fingerprint
 from precision_lab.errors import EvaluationError, InputError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -47,12 +47,12 @@ __all__ = [
     "MODES",
     "DEFAULT_OPTIMIZATION_LEVEL",
     "TensorRTBackend",
+    "TensorRTOptions",
     "export_commands",
     "trtexec_layer_spec_problem",
     "implicit_mode_error",
 ]
 
-MODES = ("explicit", "implicit")
 DEFAULT_OPTIMIZATION_LEVEL = 1  # TensorRT's own default is 3; sweeps build many engines
 Shape = Sequence[int]
 
@@ -139,7 +139,60 @@ class _CallerError(Exception):
     """Carries an exception of the ``on_output`` callback past the handler of TensorRT's own failures."""
 
 
-class TensorRTBackend:
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """The TensorRT backend's options (see :class:`TensorRTBackend`; defaults are its defaults)."""
+
+    mode: str = "explicit"
+    builder_optimization_level: int | None = DEFAULT_OPTIMIZATION_LEVEL
+    workspace_mib: int | None = None
+    profiles: Mapping[str, tuple[Shape, Shape, Shape]] | None = None
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        """The command-line options (an argparse group)."""
+        group.add_argument(
+            "--trt-mode", default="explicit", choices=list(MODES),
+            help="TensorRT: explicit Q/DQ, strongly typed (default; the only mode of TensorRT 11) or implicit "
+            "(TensorRT 10)",
+        )
+        group.add_argument(
+            "--builder-optimization-level", type=int, default=DEFAULT_OPTIMIZATION_LEVEL,
+            help="TensorRT builder level 0-5 (default 1 during sweeps)",
+        )
+        group.add_argument("--workspace", type=int, metavar="MIB", help="TensorRT workspace limit in MiB")
+        group.add_argument(
+            "--trt-profile", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
+            help="TensorRT optimization profile of a dynamic input, e.g. images:1x3x320x320,1x3x640x640,1x3x640x640",
+        )
+
+    @classmethod
+    def from_args(cls, args) -> TensorRTOptions:
+        """The options from parsed command-line arguments."""
+        return cls(
+            mode=args.trt_mode,
+            builder_optimization_level=args.builder_optimization_level,
+            workspace_mib=args.workspace,
+            profiles=_parse_profiles(args.trt_profile) or None,
+        )
+
+
+def _parse_profiles(items: Sequence[str]) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """``NAME:MIN,OPT,MAX`` items (shapes like ``1x3x224x224``) as profiles."""
+    profiles = {}
+    for item in items:
+        name, _, shapes = item.rpartition(":")
+        try:
+            parsed = tuple(tuple(int(d) for d in shape.lower().split("x")) for shape in shapes.split(","))
+        except ValueError:
+            parsed = ()
+        if not name or len(parsed) != 3:
+            raise InputError(f"bad --trt-profile '{item}'; write NAME:MIN,OPT,MAX with shapes like 1x3x224x224")
+        profiles[name] = parsed
+    return profiles
+
+
+class TensorRTBackend(Backend):
     """TensorRT through Polygraphy (``mode`` ``"explicit"``, the default, or ``"implicit"`` on TensorRT 10).
 
     Options: ``builder_optimization_level`` (default 1: quick builds during sweeps; TensorRT's default is 3),
@@ -151,6 +204,21 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    needs_gpu_per_worker = True
+
+    @classmethod
+    def from_options(cls, options: TensorRTOptions | None = None) -> TensorRTBackend:
+        """The backend for ``options`` (default :class:`TensorRTOptions`); checks that TensorRT can run here."""
+        options = options or TensorRTOptions()
+        backend = cls(
+            mode=options.mode,
+            builder_optimization_level=options.builder_optimization_level,
+            workspace_mib=options.workspace_mib,
+            profiles=options.profiles,
+        )
+        backend.check()  # one line if TensorRT is unusable (what is missing, how to install), too old, or the
+        # implicit mode is asked of TensorRT 11: before any work is done
+        return backend
 
     def __init__(
         self,
@@ -229,6 +297,8 @@ class TensorRTBackend:
                 {k: (v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v) for k, v in feed.items()}
                 for feed in calib_feeds
             ]
+            from precision_lab.data import feeds_fingerprint
+
             key = hashlib.sha256(
                 f"{prepared.prepared_sha256}:{status.version}:{feeds_fingerprint(self._calib_feeds)}".encode()
             ).hexdigest()[:20]
@@ -302,6 +372,50 @@ class TensorRTBackend:
                 for index in outputs:
                     layer.set_output_type(index, trt.float32)
         return builder, network, parser
+
+    def describe(self) -> str:
+        status = self.check()
+        return f"TensorRT {status.version} on {status.device}, {self.mode} mode, builder level {self.builder_optimization_level}"
+
+    def info(self) -> dict:
+        return super().info() | {"mode": self.mode}
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self._cache_dir
+
+    def with_cache_dir(self, path: Path) -> TensorRTBackend:
+        import copy
+
+        moved = copy.copy(self)
+        moved._cache_dir = Path(path)
+        if self._calibration_cache is not None:
+            moved._calibration_cache = Path(path) / self._calibration_cache.name
+        return moved
+
+    def pinned_layers(self, plan) -> dict[str, list[str]]:
+        if self.mode != "implicit":
+            return super().pinned_layers(plan)
+        return self.pinned_layer_names(sorted(plan.fp32_layers))
+
+    def build_commands(self, plan_onnx: Path, *, out: Path, prepared: PreparedModel, plan) -> dict[str, str]:
+        """The explicit build of ``plan_onnx``; in the implicit mode also the commands that pin the plan's
+        layers on the FP32 model (written to ``OUT/prepared.onnx``) with the sweep's calibration cache."""
+        commands = super().build_commands(plan_onnx, out=out, prepared=prepared, plan=plan)
+        if self.mode != "implicit":
+            return commands
+        from precision_lab.onnx_io import save_model
+
+        save_model(prepared.model, out / "prepared.onnx")
+        layers = [name for names in self.pinned_layers(plan).values() for name in names]
+        implicit = export_commands(
+            plan_onnx,
+            mode="implicit",
+            fp32_layers=layers,
+            model_onnx=out / "prepared.onnx",
+            calibration_cache=self.calibration_cache_path,
+        )
+        return commands | {f"implicit_{key}": value for key, value in implicit.items()}
 
     def pinned_layer_names(self, fp32_layers: Sequence[str]) -> dict[str, list[str]]:
         """TensorRT layer names of each pinned ONNX node (implicit mode, after :meth:`setup`): what
@@ -390,86 +504,3 @@ class TensorRTBackend:
 
 
 # --- export commands ---------------------------------------------------------------------------------------
-
-
-def trtexec_layer_spec_problem(name: str) -> str | None:
-    """Why ``name`` cannot be written in trtexec's ``--layerPrecisions``/``--layerOutputTypes`` spec, if it cannot.
-
-    trtexec splits the spec on ``,`` (no escaping), strips every ``'`` from layer names and treats ``*`` as
-    "all other layers"; it splits name from precision at the *last* ``:``, so colons, ``/`` and spaces are fine.
-    """
-    if "," in name:
-        return "contains ','"
-    if "'" in name:
-        return "contains a single quote"
-    if name == "*":
-        return "is '*' (trtexec's wildcard)"
-    if not name:
-        return "is empty"
-    return None
-
-
-def export_commands(
-    plan_onnx: str | Path,
-    *,
-    mode: str = "explicit",
-    fp32_layers: Sequence[str] = (),
-    model_onnx: str | Path | None = None,
-    calibration_cache: str | Path | None = None,
-) -> dict[str, str]:
-    """Shell command lines that build (and compare) the plan with TensorRT's own tools.
-
-    ``explicit`` (TensorRT >= 10): ``plan_onnx`` (the Q/DQ model) built strongly typed; ``fp32_layers`` is not
-    needed (the Q/DQ nodes carry the plan). ``implicit`` (TensorRT 10 only): ``model_onnx`` (the FP32 model)
-    built with ``--int8``, the ``calibration_cache`` a TensorRT implicit sweep wrote, precision constraints
-    obeyed and ``fp32_layers`` pinned to FP32. ``fp32_layers`` are TensorRT *layer* names
-    (:meth:`TensorRTBackend.pinned_layer_names`); ONNX node names work for nodes TensorRT builds as one layer
-    named after the node (Conv, Gemm, MatMul usually are). The engine is written next to ``plan_onnx``
-    (``.engine``). Keys: ``trtexec``, ``polygraphy`` (build), ``polygraphy_compare`` (TensorRT vs ONNX
-    Runtime). Polygraphy has no per-layer *output type* option, so its implicit commands pin layer precisions
-    only. When a layer name cannot be written in trtexec's spec syntax, the ``trtexec`` entry is a shell
-    comment saying which name and why.
-    """
-    if mode not in MODES:
-        raise InputError(f"unknown TensorRT mode '{mode}'; choose one of {', '.join(MODES)}")
-    q = shlex.quote
-    plan_path = Path(plan_onnx)
-    engine = str(plan_path.with_suffix(".engine"))
-    if mode == "explicit":
-        onnx_path = str(plan_path)
-        return {
-            "trtexec": f"trtexec {q('--onnx=' + onnx_path)} --stronglyTyped {q('--saveEngine=' + engine)}",
-            "polygraphy": f"polygraphy convert {q(onnx_path)} --strongly-typed -o {q(engine)}",
-            "polygraphy_compare": f"polygraphy run {q(onnx_path)} --trt --strongly-typed --onnxrt",
-        }
-
-    if model_onnx is None:
-        raise InputError("implicit-mode export commands need model_onnx (the FP32 model TensorRT calibrates)")
-    if calibration_cache is None:
-        raise InputError(
-            "implicit-mode export commands need calibration_cache (the calibration-*.cache file a TensorRT "
-            "implicit sweep writes in <out>/cache/tensorrt/)"
-        )
-    model, cache = str(model_onnx), str(calibration_cache)
-    names = list(dict.fromkeys(fp32_layers))
-
-    problems = [(n, p) for n in names if (p := trtexec_layer_spec_problem(n)) is not None]
-    if problems:
-        listed = "; ".join(f"{n!r} {p}" for n, p in problems[:5])
-        trtexec = f"# trtexec cannot pin these layers (its --layerPrecisions spec cannot express them): {listed}"
-    else:
-        parts = ["trtexec", q(f"--onnx={model}"), "--int8", q(f"--calib={cache}"), "--precisionConstraints=obey"]
-        if names:
-            parts.append(q("--layerPrecisions=" + ",".join(f"{n}:fp32" for n in names)))
-            parts.append(q("--layerOutputTypes=" + ",".join(f"{n}:fp32" for n in names)))
-        parts.append(q(f"--saveEngine={engine}"))
-        trtexec = " ".join(parts)
-
-    common = ["--int8", "--calibration-cache", q(cache), "--precision-constraints", "obey"]
-    if names:
-        common += ["--layer-precisions", *(q(f"{n}:float32") for n in names)]
-    return {
-        "trtexec": trtexec,
-        "polygraphy": " ".join(["polygraphy", "convert", q(model), *common, "-o", q(engine)]),
-        "polygraphy_compare": " ".join(["polygraphy", "run", q(model), "--trt", *common, "--onnxrt"]),
-    }

@@ -21,7 +21,7 @@ maps to node ``conv1_1`` when that node exists and to ``conv1`` otherwise.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from precision_lab.errors import InputError
@@ -33,7 +33,6 @@ __all__ = [
     "nodes_of_layer",
     "match_layers",
     "layers_for_nodes",
-    "layer_names_by_node",
 ]
 
 _ENTRY = re.compile(r"\[ONNX Layer: (.*?)\](?=\s*\[ONNX Layer: |\s*$)", re.DOTALL)
@@ -130,8 +129,3 @@ def layers_for_nodes(
     if missing:
         raise UnmatchedNodeError(missing, len(layers))
     return {name: matched[name] for name in pinned}
-
-
-def layer_names_by_node(mapping: Mapping[str, Sequence[Any]]) -> dict[str, list[str]]:
-    """``{node: [layer names]}`` of a :func:`layers_for_nodes` result (for export commands and logs)."""
-    return {node: [str(layer.name) for layer in layers] for node, layers in mapping.items()}

@@ -1,10 +1,5 @@
-"""Where evaluations run: here (serial), in local worker processes (``jobs`` > 1), or on a Ray cluster.
-
-An executor takes the plans of one batch and yields ``(plan, fields)`` as each evaluation finishes; the sweep
-writes the journal. Workers get the :class:`~precision_lab.evaluation.WorkerSpec` (model, ranges, data,
-reference) once and build their own :class:`~precision_lab.evaluation.PlanRunner`, so results are identical
-to a serial run.
-"""
+"""Evaluations on this machine: one after another here (:class:`SerialExecutor`), or in spawned worker
+processes (:class:`ProcessExecutor`, ``--jobs N``)."""
 
 from __future__ import annotations
 
@@ -14,26 +9,16 @@ import os
 import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Protocol
 
-from precision_lab.errors import InputError
+from dataclasses import replace
+
 from precision_lab.evaluation import PlanRunner, WorkerSpec
+from precision_lab.precisions import PrecisionPlan
+from precision_lab.results import Measurement
 
-__all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "make_executor", "EXECUTORS"]
+__all__ = ["SerialExecutor", "ProcessExecutor", "spec_for_workers", "MIN_BATCH_SECONDS"]
 
 log = logging.getLogger("precision_lab")
-
-EXECUTORS = ("local", "ray")
-Plan = tuple[str, ...]
-
-
-class Executor(Protocol):
-    def run(self, plans: Sequence[Plan]) -> Iterator[tuple[Plan, dict]]:
-        """Evaluate ``plans``; yield each ``(plan, fields)`` as it finishes (any order)."""
-        ...
-
-    def close(self) -> None:
-        ...
 
 
 class SerialExecutor:
@@ -42,7 +27,7 @@ class SerialExecutor:
     def __init__(self, runner: PlanRunner) -> None:
         self.runner = runner
 
-    def run(self, plans: Sequence[Plan]) -> Iterator[tuple[Plan, dict]]:
+    def run(self, plans: Sequence[PrecisionPlan]) -> Iterator[tuple[PrecisionPlan, Measurement]]:
         for plan in plans:
             yield plan, self.runner.run(plan)
 
@@ -65,23 +50,15 @@ def _init_worker(spec: WorkerSpec) -> None:
     _WORKER = PlanRunner.from_spec(spec)
 
 
-def _work(plan: Plan) -> dict:
+def _work(plan: PrecisionPlan) -> Measurement:
     assert _WORKER is not None, "worker not initialised"
     return _WORKER.run(plan)
 
 
-def backend_for_workers(spec: WorkerSpec, jobs: int) -> WorkerSpec:
-    """The spec each of ``jobs`` workers gets: ONNX Runtime with cores // jobs threads, so workers do not
-    oversubscribe the machine; other backends are sent as they are."""
-    from dataclasses import replace
-
-    from precision_lab.backends.onnxrt import OnnxRuntimeBackend
-
-    backend = spec.backend
-    if isinstance(backend, OnnxRuntimeBackend):
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        backend = OnnxRuntimeBackend(providers=backend.providers, threads=threads, optimize=backend.optimize)
-    return replace(spec, backend=backend)
+def spec_for_workers(spec: WorkerSpec, jobs: int) -> WorkerSpec:
+    """The spec each of ``jobs`` workers gets: with the backend as it ships to one of ``jobs`` workers (ONNX
+    Runtime, for one, takes cores // jobs threads so workers do not oversubscribe the machine)."""
+    return replace(spec, backend=spec.backend.for_workers(jobs))
 
 
 def min_batch_seconds() -> float:
@@ -106,7 +83,7 @@ class ProcessExecutor:
     start-up). Once started, the workers take every batch of two plans or more."""
 
     def __init__(self, spec: WorkerSpec, jobs: int, runner: PlanRunner) -> None:
-        self.spec = backend_for_workers(spec, jobs)
+        self.spec = spec_for_workers(spec, jobs)
         self.jobs = jobs
         self.local = SerialExecutor(runner)
         self._pool: ProcessPoolExecutor | None = None
@@ -119,7 +96,7 @@ class ProcessExecutor:
                 "sweep can be slower than with --jobs %d", jobs, cores, cores
             )
 
-    def _worth_workers(self, plans: Sequence[Plan]) -> bool:
+    def _worth_workers(self, plans: Sequence[PrecisionPlan]) -> bool:
         if self._pool is not None:
             return len(plans) > 1
         if len(plans) < 2 or not self._seconds:
@@ -136,11 +113,11 @@ class ProcessExecutor:
             )
         return False
 
-    def run(self, plans: Sequence[Plan]) -> Iterator[tuple[Plan, dict]]:
+    def run(self, plans: Sequence[PrecisionPlan]) -> Iterator[tuple[PrecisionPlan, Measurement]]:
         if not self._worth_workers(plans):
-            for plan, fields in self.local.run(plans):
-                self._seconds.append(fields.get("seconds", {}).get("total", 0.0))
-                yield plan, fields
+            for plan, measurement in self.local.run(plans):
+                self._seconds.append(measurement.seconds.get("total", 0.0))
+                yield plan, measurement
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -168,17 +145,3 @@ class ProcessExecutor:
             process.join(timeout=2)
         pool.shutdown(wait=True)  # joins the pool's management thread and frees its queues and semaphores
 
-
-def make_executor(
-    kind: str = "local", *, jobs: int = 1, spec: WorkerSpec, runner: PlanRunner, ray_address: str | None = None
-) -> Executor:
-    """``local`` (default): serial for ``jobs`` 1, else worker processes; ``ray``: Ray tasks (extra ``ray``)."""
-    if not 1 <= jobs <= 256:
-        raise InputError(f"--jobs must be between 1 and 256, got {jobs}")
-    if kind == "local":
-        return SerialExecutor(runner) if jobs == 1 else ProcessExecutor(spec, jobs, runner)
-    if kind == "ray":
-        from precision_lab.executors_ray import RayExecutor
-
-        return RayExecutor(spec, jobs=jobs, address=ray_address, runner=runner)
-    raise InputError(f"unknown executor '{kind}'; choose one of {', '.join(EXECUTORS)}")

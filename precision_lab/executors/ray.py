@@ -21,12 +21,13 @@ from pathlib import Path
 from precision_lab._optional import require
 from precision_lab.errors import InputError, MissingDependencyError, PrecisionLabError
 from precision_lab.evaluation import PlanRunner, WorkerSpec
-from precision_lab.executors import SerialExecutor, backend_for_workers
+from precision_lab.executors.local import SerialExecutor, spec_for_workers
+from precision_lab.precisions import PrecisionPlan
+from precision_lab.results import Measurement
 
 __all__ = ["RayExecutor"]
 
 log = logging.getLogger("precision_lab")
-Plan = tuple[str, ...]
 
 IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: the actor never waits for the driver between plans
 CONNECT_CHECK_SECONDS = 5.0
@@ -39,37 +40,33 @@ class _PlanActor:
         logging.getLogger("precision_lab").setLevel(logging.ERROR)
         self.error: PrecisionLabError | None = None
         try:
-            _node_local_caches(spec, driver_node)
-            self.runner = PlanRunner.from_spec(spec)
+            self.runner = PlanRunner.from_spec(_node_local_caches(spec, driver_node))
         except PrecisionLabError as exc:  # e.g. a custom metric file missing on this node: re-raised by run(),
             self.error = exc  # where Ray keeps the exception (a failed constructor only gives "actor died")
 
     def ready(self) -> bool:
         return True
 
-    def run(self, plan: Plan) -> dict:
+    def run(self, plan: PrecisionPlan) -> Measurement:
         if self.error is not None:
             raise self.error
         return self.runner.run(plan)
 
 
-def _node_local_caches(spec: WorkerSpec, driver_node: str) -> None:
-    """An actor on another node than the sweep cannot use the sweep's cache folder (a driver path): point the
-    backend's cache files (TensorRT timing/calibration caches) at a folder of that node's temp directory."""
+def _node_local_caches(spec: WorkerSpec, driver_node: str) -> WorkerSpec:
+    """An actor on another node than the sweep cannot use the sweep's cache folder (a driver path): the spec
+    with the backend's caches (e.g. TensorRT timing and calibration caches) moved to that node's temp folder."""
     import ray
 
-    backend = spec.backend
-    cache_dir = getattr(backend, "_cache_dir", None)
+    cache_dir = spec.backend.cache_dir
     if cache_dir is None or ray.get_runtime_context().get_node_id() == driver_node:
-        return  # same machine as the sweep: share its cache folder, as --jobs workers do
+        return spec  # same machine as the sweep: share its cache folder, as --jobs workers do
     import hashlib
+    from dataclasses import replace
 
     local = Path(tempfile.gettempdir()) / "precision-lab-ray" / hashlib.sha256(str(cache_dir).encode()).hexdigest()[:16]
     local.mkdir(parents=True, exist_ok=True)
-    backend._cache_dir = local
-    calibration = getattr(backend, "_calibration_cache", None)
-    if calibration is not None:
-        backend._calibration_cache = local / Path(calibration).name
+    return replace(spec, backend=spec.backend.with_cache_dir(local))
 
 
 def _check_reachable(address: str) -> None:
@@ -107,8 +104,8 @@ class RayExecutor:
         self._actors: list = []
         self._connect()  # first: a wrong address is reported before anything else
         self.local = SerialExecutor(runner)
-        self.spec = backend_for_workers(spec, self.jobs)  # ONNX Runtime: cores // jobs threads per actor
-        self._gpu = getattr(spec.backend, "name", "") == "tensorrt"
+        self.spec = spec_for_workers(spec, self.jobs)  # ONNX Runtime: cores // jobs threads per actor
+        self._gpu = spec.backend.needs_gpu_per_worker
         self._resources = self._actor_resources()
 
     # --- connecting --------------------------------------------------------------------------------------
@@ -173,7 +170,7 @@ class RayExecutor:
 
     # --- evaluating --------------------------------------------------------------------------------------
 
-    def run(self, plans: Sequence[Plan]) -> Iterator[tuple[Plan, dict]]:
+    def run(self, plans: Sequence[PrecisionPlan]) -> Iterator[tuple[PrecisionPlan, Measurement]]:
         if len(plans) == 1:
             yield from self.local.run(plans)
             return
@@ -200,7 +197,7 @@ class RayExecutor:
                 except Exception as exc:  # noqa: BLE001 - best effort; close() kills the actors anyway
                     log.debug("could not cancel a Ray evaluation: %s", exc)
 
-    def _result(self, ref) -> dict:
+    def _result(self, ref) -> Measurement:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:

@@ -123,10 +123,10 @@ def _plan_section(result: SweepResult) -> str:
         )
         rows.append(_row([f"<code>{_e(name)}</code>", _e(layer.op_type), layer.rank, _e(_num(getattr(layer, column))), why]))
     table = "<table>" + "".join(rows) + "</table>" if plan.fp32_layers else "<p>No layer needs FP32: all-INT8 passes.</p>"
-    from precision_lab.plan import build_commands
+    from precision_lab.backends.exports import explicit_commands, onnxruntime_snippet
 
     plan_onnx = str(Path(result.out_dir) / "plan.onnx")
-    exports = result.exports or build_commands(plan_onnx)
+    exports = result.exports or explicit_commands(plan_onnx)
     titles = {
         "trtexec": "TensorRT ≥ 10 (explicit quantization): trtexec",
         "polygraphy": "TensorRT ≥ 10: Polygraphy",
@@ -135,14 +135,7 @@ def _plan_section(result: SweepResult) -> str:
         "implicit_polygraphy": "TensorRT 10 implicit mode: Polygraphy",
     }
     commands = [(titles[key], exports[key]) for key in titles if key in exports]
-    commands.append(
-        (
-            "ONNX Runtime (Python)",
-            "import onnxruntime as ort\noptions = ort.SessionOptions()\n"
-            "options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact Q/DQ arithmetic\n"
-            f"session = ort.InferenceSession({plan_onnx!r}, options)",
-        )
-    )
+    commands.append(("ONNX Runtime (Python)", onnxruntime_snippet(plan_onnx, one_line=False)))
     build = "".join(f"<h4>{_e(title)}</h4><pre>{_e(command)}</pre>" for title, command in commands)
     return (
         f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
@@ -252,20 +245,20 @@ def _channel_section(result: SweepResult) -> str:
 
 
 def _layer_table(result: SweepResult) -> str:
-    head = ["rank", "layer", "op", "index", "isolate", "leave-one-out", "signal", "plan"]
+    kinds = result.score_kinds
+    head = ["rank", "layer", "op", "index", *kinds, "plan"]
     header = "<tr>" + "".join(f'<th data-col="{i}">{name} ⇅</th>' for i, name in enumerate(head)) + "</tr>"
     rows = []
     for layer in result.layer_results:
         fp32 = layer.name in result.plan.fp32_layers
+        precision = "FP32" if fp32 else layer.precision.upper()  # results of earlier versions have no precision
         cells = [
             (layer.rank, layer.rank),
             (f"<code>{_e(layer.name)}</code>", _e(layer.name)),
             (_e(layer.op_type), _e(layer.op_type)),
             (layer.index, layer.index),
-            (_e(_num(layer.isolate)), "" if layer.isolate is None else layer.isolate),
-            (_e(_num(layer.leave_one_out)), "" if layer.leave_one_out is None else layer.leave_one_out),
-            (_e(_num(layer.signal)), "" if layer.signal is None else layer.signal),
-            ("<b>FP32</b>" if fp32 else "INT8", "FP32" if fp32 else "INT8"),
+            *((_e(_num(layer.scores.get(kind))), layer.scores.get(kind, "")) for kind in kinds),
+            (f"<b>{_e(precision)}</b>" if precision != "INT8" else "INT8", precision),
         ]
         rows.append(
             ("<tr class=fp32>" if fp32 else "<tr>")

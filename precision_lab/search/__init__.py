@@ -1,23 +1,33 @@
 """Sensitivity strategies and the minimal-plan search. Pure logic: no backend, no I/O.
 
-A strategy is a generator that yields batches of plans (each a frozenset of FP32 layer names) and receives
+A strategy is a generator that yields batches of :class:`~precision_lab.precisions.PrecisionPlan` and receives
 the list of :class:`Outcome` for each batch; its return value is its result. :func:`drive` runs one against
-any evaluation function, which is how tests use a fake evaluator and the sweep uses real backends.
+any evaluation function, which is how tests use a fake evaluator and the sweep uses real backends. Strategies
+are looked up by name in :data:`SEARCHES`.
 """
 
-from precision_lab.search.base import Outcome, Strategy, drive
+from precision_lab.search.base import Batch, Outcome, Strategy, drive
 from precision_lab.search.fast import fast_plan_search
-from precision_lab.search.minimal import MinimalPlan, minimal_plan_search
-from precision_lab.search.sensitivity import SENSITIVITY_MODES, rank_layers, sensitivity_plans
+from precision_lab.search.minimal import MinimalPlan, baseline_plans, baseline_verdict, minimal_plan_search
+from precision_lab.search.sensitivity import SENSITIVITY_KINDS, SENSITIVITY_MODES, rank_layers, sensitivity_plans
+from precision_lab.search.strategies import SEARCHES, SearchContext, fast_search, full_search
 
 __all__ = [
+    "Batch",
     "Outcome",
     "Strategy",
     "drive",
     "MinimalPlan",
+    "baseline_plans",
+    "baseline_verdict",
     "minimal_plan_search",
     "fast_plan_search",
+    "SENSITIVITY_KINDS",
     "SENSITIVITY_MODES",
     "rank_layers",
     "sensitivity_plans",
+    "SEARCHES",
+    "SearchContext",
+    "full_search",
+    "fast_search",
 ]

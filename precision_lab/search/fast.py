@@ -11,20 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from precision_lab.precisions import BINARY, Level, PrecisionPlan
 from precision_lab.search.base import Outcome, Strategy
-from precision_lab.search.minimal import MinimalPlan, prune
+from precision_lab.search.minimal import MinimalPlan, baseline_plans, baseline_verdict, prune
 
 __all__ = ["fast_plan_search"]
 
 
-def fast_plan_search(order: Sequence[str]) -> Strategy[MinimalPlan]:
+def fast_plan_search(
+    order: Sequence[str],
+    *,
+    level: Level = BINARY,
+    start: PrecisionPlan = PrecisionPlan(),
+    baselines: tuple[Outcome, Outcome] | None = None,
+) -> Strategy[MinimalPlan]:
     """Search over ``order`` (most suspicious first) for a verified, 1-minimal plan."""
     order = list(order)
-    all_int8, all_fp32 = yield [frozenset(), frozenset(order)]
-    if all_int8.passed:
-        return MinimalPlan("all-int8-passes", (), all_int8, all_int8, all_fp32)
-    if not all_fp32.passed:
-        return MinimalPlan("unattainable", tuple(order), all_fp32, all_int8, all_fp32)
+    all_int8, all_fp32 = baselines if baselines is not None else (yield baseline_plans(order, level, start))
+    verdict = baseline_verdict(order, all_int8, all_fp32)
+    if verdict is not None:
+        return verdict
+
+    def plan_of(layers) -> PrecisionPlan:
+        return start.with_precision(layers, level.raised)
 
     pinned: list[str] = []
     current: Outcome = all_int8
@@ -33,14 +42,14 @@ def fast_plan_search(order: Sequence[str]) -> Strategy[MinimalPlan]:
         failing, passing = 0, len(rest)  # pinned + rest[:failing] fails, pinned + rest[:passing] passes
         while passing - failing > 1:
             middle = (failing + passing) // 2
-            (outcome,) = yield [frozenset(pinned + rest[:middle])]
+            (outcome,) = yield [plan_of(pinned + rest[:middle])]
             if outcome.passed:
                 passing = middle
             else:
                 failing = middle
         pinned.append(rest[passing - 1])
-        (current,) = yield [frozenset(pinned)]
+        (current,) = yield [plan_of(pinned)]
 
     evidence: dict[str, Outcome] = {}
-    plan, best = yield from prune(pinned, current, evidence)
-    return MinimalPlan("found", tuple(plan), best, all_int8, all_fp32, {n: evidence[n] for n in plan})
+    plan, best = yield from prune(pinned, current, evidence, level=level, start=start)
+    return MinimalPlan("found", tuple(plan), best, all_int8, all_fp32, {n: evidence[n] for n in plan}, tuple(order))

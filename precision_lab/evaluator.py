@@ -1,0 +1,109 @@
+"""The evaluation loop: the only place that runs plans.
+
+An :class:`Evaluator` looks each plan up in the journal, runs the missing ones on its executor (serially, in
+worker processes or on Ray actors), and appends every result to the journal as it finishes, so a sweep
+interrupted at any point resumes without redoing finished work. It drives search strategies
+(:meth:`Evaluator.drive`) and turns records into :class:`~precision_lab.search.Outcome` values with the sweep's
+metric, criterion and tolerance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from precision_lab.compare import Metric
+from precision_lab.console import fmt_value
+from precision_lab.criterion import Criterion
+from precision_lab.executors import Executor
+from precision_lab.journal import JOURNAL_FORMAT, Journal
+from precision_lab.precisions import PrecisionPlan
+from precision_lab.progress import Progress
+from precision_lab.results import Evaluation, Measurement
+from precision_lab.search import Outcome, Strategy, drive
+
+__all__ = ["Evaluator", "stable_hash"]
+
+log = logging.getLogger("precision_lab")
+
+
+def stable_hash(*parts: object) -> str:
+    """sha256 of ``parts`` as sorted-key JSON: the same on every machine and run."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Evaluator:
+    """Evaluates plans for one data set (``context_key`` names everything that affects results) and keeps them
+    in ``journal``. ``tolerance`` may change between searches; records never do. ``order`` gives each
+    candidate's graph position (FP32 layers are recorded in graph order)."""
+
+    executor: Executor
+    metric: Metric
+    tolerance: float
+    journal: Journal
+    context_key: str
+    order: Mapping[str, int]
+    progress: Progress
+    criterion: Criterion = Criterion("aggregate")
+    ran: int = 0
+
+    def key(self, plan: PrecisionPlan) -> str:
+        """The journal key of ``plan`` (binary plans keep the key they always had)."""
+        return stable_hash(self.context_key, plan.key_material())[:40]
+
+    def outcome(self, record: Evaluation) -> Outcome:
+        value = record.value(self.metric, self.criterion)
+        return Outcome(record.plan, value, self.metric.passes(value, self.tolerance), record.key)
+
+    def record(self, plan: PrecisionPlan) -> Evaluation:
+        """The journal's evaluation of ``plan`` (``KeyError`` if it was never evaluated)."""
+        data = self.journal.get(self.key(plan))
+        if data is None:
+            raise KeyError(f"plan {plan!r} was not evaluated")
+        return Evaluation.from_json(data)
+
+    def records(self) -> tuple[Evaluation, ...]:
+        """Every evaluation of this context in the journal, in the order they were made."""
+        chosen = (Evaluation.from_json(r) for r in self.journal.records.values() if r.get("context") == self.context_key)
+        return tuple(sorted(chosen, key=lambda r: r.sequence))
+
+    def evaluate(self, plans: Sequence[PrecisionPlan], phase: str) -> list[Outcome]:
+        """Outcomes of ``plans``, evaluating those the journal does not hold (progress under ``phase``)."""
+        todo = [plan for plan in dict.fromkeys(plans) if self.key(plan) not in self.journal]
+        if todo:
+            bar = self.progress.bar(phase, len(todo))
+            for plan, measurement in self.executor.run(todo):
+                record = self._append(plan, phase, measurement)
+                bar.update(1)
+                value = record.value(self.metric, self.criterion)
+                bar.set_postfix_str(f"{self.metric.name}={fmt_value(value, self.tolerance)}", refresh=False)
+        return [self.outcome(self.record(plan)) for plan in plans]
+
+    def drive(self, strategy: Strategy):
+        """Run ``strategy`` to its result; each batch is evaluated under its phase (default ``search``)."""
+        return drive(strategy, lambda batch: self.evaluate(batch, getattr(batch, "phase", "search")))
+
+    def close(self) -> None:
+        self.progress.close()
+        self.executor.close()
+
+    def _append(self, plan: PrecisionPlan, phase: str, measurement: Measurement) -> Evaluation:
+        if measurement.status != "ok":
+            log.warning(
+                "evaluation of a plan with %d layers out of INT8 failed: %s", len(plan.high_precision), measurement.error
+            )
+        record = Evaluation.of(
+            key=self.key(plan),
+            plan=plan,
+            fp32_layers=tuple(sorted(plan.fp32_layers, key=lambda n: self.order.get(n, 0))),
+            phase=phase,
+            sequence=len(self.journal.records),
+            measurement=measurement,
+        )
+        self.journal.append(record.to_json() | {"context": self.context_key, "format": JOURNAL_FORMAT})
+        self.ran += 1
+        return record

@@ -1,0 +1,77 @@
+"""Search strategies by name: each turns a :class:`SearchContext` into a strategy that starts from the baselines
+and ends with a verified, 1-minimal :class:`~precision_lab.search.minimal.MinimalPlan`.
+
+Adding a strategy is one function and one line in :data:`SEARCHES`. A strategy publishes the per-layer values
+it measured as ``MinimalPlan.scores`` (kind -> layer -> value); results, ``sensitivity.csv``, the terminal and the
+report show every kind they find there.
+
+* ``full`` (default): one sensitivity evaluation per layer (``isolate``, ``leave-one-out`` or ``both``), the
+  ranking, then bisection and pruning.
+* ``fast``: one-pass signals order the layers (no per-layer evaluations); bisection rounds and the same pruning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from precision_lab.precisions import BINARY, Level, PrecisionPlan
+from precision_lab.search.base import Batch, Strategy
+from precision_lab.search.fast import fast_plan_search
+from precision_lab.search.minimal import MinimalPlan, baseline_plans, baseline_verdict, minimal_plan_search
+from precision_lab.search.sensitivity import rank_layers, sensitivity_plans
+
+__all__ = ["SearchContext", "SEARCHES", "full_search", "fast_search"]
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a strategy may use: the candidate layers in graph order, the metric's direction, the sensitivity
+    mode (``full``), the one-pass signals (``fast``; computed only when called), and the level and start plan
+    (default INT8 -> FP32 from all-INT8)."""
+
+    names: Sequence[str]
+    higher_is_better: bool = False
+    sensitivity: str = "isolate"
+    signals: Callable[[], Mapping[str, float]] | None = None
+    level: Level = BINARY
+    start: PrecisionPlan = field(default_factory=PrecisionPlan)
+
+
+def full_search(context: SearchContext) -> Strategy[MinimalPlan]:
+    """Baselines, one sensitivity evaluation per layer and kind, the ranking, bisection and pruning."""
+    names, level, start = list(context.names), context.level, context.start
+    baselines = yield baseline_plans(names, level, start)
+    verdict = baseline_verdict(names, *baselines)
+    if verdict is not None:
+        return verdict
+    plans = sensitivity_plans(names, context.sensitivity, level=level, start=start)
+    outcomes = yield Batch([plan for _, _, plan in plans], f"sensitivity ({context.sensitivity})")
+    scores: dict[str, dict[str, float]] = {}
+    for (kind, layer, _), outcome in zip(plans, outcomes):
+        scores.setdefault(kind, {})[layer] = outcome.value
+    ranking = rank_layers(names, scores=scores, higher_is_better=context.higher_is_better)
+    found = yield from minimal_plan_search(ranking, level=level, start=start, baselines=tuple(baselines))
+    return replace(found, scores=scores)
+
+
+def fast_search(context: SearchContext) -> Strategy[MinimalPlan]:
+    """Baselines, one-pass signals for the order, bisection rounds and pruning."""
+    names, level, start = list(context.names), context.level, context.start
+    baselines = yield baseline_plans(names, level, start)
+    verdict = baseline_verdict(names, *baselines)
+    if verdict is not None:
+        return verdict
+    if context.signals is None:
+        raise ValueError("the fast search needs one-pass signals")
+    signal = dict(context.signals())
+    position = {name: i for i, name in enumerate(names)}
+    order = sorted(names, key=lambda n: (-signal[n], position[n]))
+    found = yield from fast_plan_search(order, level=level, start=start, baselines=tuple(baselines))
+    return replace(found, scores={"signal": signal})
+
+
+SEARCHES: dict[str, Callable[[SearchContext], Strategy[MinimalPlan]]] = {
+    "full": full_search,
+    "fast": fast_search,
+}

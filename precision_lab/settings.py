@@ -1,0 +1,156 @@
+"""Checking a sweep's options before any work: the metric and its tolerance, the search, the output parts.
+
+Each check raises one-line :class:`~precision_lab.errors.InputError` naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from precision_lab.calibration import check_calibration
+from precision_lab.compare import METRICS, Metric, OutputSlice, TaskMetric, get_metric
+from precision_lab.errors import InputError
+from precision_lab.model import PreparedModel
+from precision_lab.qdq import RECIPES
+from precision_lab.search import SEARCHES, SENSITIVITY_MODES
+
+__all__ = [
+    "SweepOptions",
+    "DEFAULT_TOLERANCES",
+    "DEFAULT_MAX_DROPS",
+    "DEFAULT_CRITERION",
+    "MetricSetting",
+    "resolve_metric",
+    "check_options",
+    "check_slices",
+    "judged_outputs",
+]
+
+DEFAULT_TOLERANCES: dict[str, float] = {"rel-l2": 0.05, "cosine": 0.999, "sqnr": 20.0, "top1": 0.99}
+DEFAULT_MAX_DROPS: dict[str, float] = {"accuracy": 0.01}  # metrics judged by their drop from the FP32 score
+DEFAULT_CRITERION = "aggregate"
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """A sweep's options (see :func:`precision_lab.sweep.sweep`, which states every default)."""
+
+    data: str | os.PathLike | None = None
+    data_loader_script: str | None = None
+    labels: str | os.PathLike | None = None
+    metric: str = "rel-l2"
+    metric_direction: str | None = None
+    tolerance: float | None = None
+    max_drop: float | None = None
+    criterion: str = DEFAULT_CRITERION
+    recipe: str = "trt"
+    ops: Sequence[str] | None = None
+    exclude: Sequence[str] = ()
+    calibration: str = "max"
+    percentile: float = 99.999
+    calib_samples: int = 16
+    eval_samples: int = 32
+    verify_samples: int = 16
+    until_verified: bool = False
+    seed: int = 0
+    input_shapes: Mapping[str, Sequence[int]] | None = None
+    output_slices: Sequence[str | OutputSlice] = ()
+    judge_outputs: Sequence[str] = ()
+    sensitivity: str = "isolate"
+    backend: object = "auto"  # a backend name, or a Backend object
+    backend_options: Mapping[str, object] | None = None
+    resume: bool = True
+    progress: bool = True
+    search: str = "full"
+    jobs: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricSetting:
+    """The metric, its tolerance (NaN until the FP32 score is known when judged by ``max_drop``), the task
+    metric that computes it (``None`` for built-in output metrics) and the allowed drop (``None``: a tolerance)."""
+
+    metric: Metric
+    tolerance: float
+    task: TaskMetric | None
+    max_drop: float | None
+
+
+def resolve_metric(
+    metric: str, direction: str | None, tolerance: float | None, max_drop: float | None
+) -> MetricSetting:
+    """The metric's setting. Defaults: :data:`DEFAULT_TOLERANCES`, or :data:`DEFAULT_MAX_DROPS` for metrics
+    judged against the FP32 model's own score."""
+    metric_obj = get_metric(metric, direction=direction)
+    task = TaskMetric(metric) if metric not in METRICS else None
+    if max_drop is None and tolerance is None and metric in DEFAULT_MAX_DROPS:
+        max_drop = DEFAULT_MAX_DROPS[metric]
+    if max_drop is not None:
+        if tolerance is not None:
+            raise InputError("give either --tolerance or --max-drop, not both")
+        if not metric_obj.higher_is_better:
+            raise InputError(f"--max-drop is for higher-is-better metrics; '{metric}' is lower-is-better: use --tolerance")
+        if not (0 <= max_drop < math.inf):
+            raise InputError(f"--max-drop must be a finite value >= 0, got {max_drop}")
+        if metric == "sqnr":
+            raise InputError("--max-drop does not fit sqnr (the FP32 model's own sqnr is infinite); use --tolerance")
+        return MetricSetting(metric_obj, math.nan, task, float(max_drop))
+    if tolerance is None:
+        if metric not in DEFAULT_TOLERANCES:
+            raise InputError(f"metric '{metric}' has no default tolerance; pass --tolerance")
+        tolerance = DEFAULT_TOLERANCES[metric]
+    metric_obj.check_tolerance(float(tolerance))
+    return MetricSetting(metric_obj, float(tolerance), task, None)
+
+
+def check_options(
+    *, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int, search: str,
+    executor: str = "local", ray_address: str | None = None,
+) -> None:
+    """The search, sensitivity mode, calibration, seed and executor are known, in range and consistent."""
+    if ray_address and executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
+    if search not in SEARCHES:
+        raise InputError(f"unknown --search '{search}'; choose one of {', '.join(SEARCHES)}")
+    if sensitivity not in SENSITIVITY_MODES:
+        raise InputError(f"unknown --sensitivity '{sensitivity}'; choose one of {', '.join(SENSITIVITY_MODES)}")
+    if recipe not in RECIPES:
+        raise InputError(f"unknown --recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
+    check_calibration(calibration, percentile)
+    if not 0 <= seed < 2**32:
+        raise InputError(f"--seed must be between 0 and 2**32 - 1, got {seed}")
+
+
+def check_slices(prepared: PreparedModel, slices: Sequence[OutputSlice]) -> None:
+    """Every ``--output-slice`` names an output and fits its (inferred) shape."""
+    shapes = {vi.name: vi.type.tensor_type.shape.dim for vi in prepared.model.graph.output}
+    for part in slices:
+        if part.output not in shapes:
+            raise InputError(
+                f"--output-slice names output '{part.output}', but the model's outputs are {list(prepared.output_names)}"
+            )
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in shapes[part.output]]
+        if dims and not -len(dims) <= part.axis < len(dims):
+            raise InputError(f"--output-slice axis {part.axis} does not exist: output '{part.output}' has rank {len(dims)}")
+        if dims and dims[part.axis] is not None and part.stop > dims[part.axis]:
+            raise InputError(
+                f"--output-slice {part.output}:{part.axis}:{part.start}:{part.stop} does not fit: axis {part.axis} "
+                f"of '{part.output}' has size {dims[part.axis]}"
+            )
+
+
+def judged_outputs(
+    prepared: PreparedModel, judge_outputs: Sequence[str], slices: Sequence[OutputSlice]
+) -> tuple[str, ...] | None:
+    """The outputs that decide the metric: ``judge_outputs`` plus those named by slices (``None``: all)."""
+    if not judge_outputs:
+        return None
+    unknown = [name for name in judge_outputs if name not in prepared.output_names]
+    if unknown:
+        raise InputError(f"--judge-output names {unknown}, but the model's outputs are {list(prepared.output_names)}")
+    return tuple(dict.fromkeys([*judge_outputs, *(s.output for s in slices)]))

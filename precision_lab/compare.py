@@ -1,5 +1,5 @@
 """Metrics: Polygraphy's comparator pairs outputs by name; we accumulate error statistics over the whole
-evaluation set and turn them into the metrics of DESIGN section 2.
+evaluation set and turn them into the metrics of docs/design.md.
 
 | name       | definition                                        | better |
 |------------|---------------------------------------------------|--------|

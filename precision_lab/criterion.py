@@ -4,7 +4,7 @@ Every evaluation keeps, per output part, the error statistics of each sample (on
 (:meth:`~precision_lab.compare.ErrorStats.to_row`). From them:
 
 * a :class:`Criterion` turns them into the plan's value: ``aggregate`` (the metric over the whole set, as
-  DESIGN defines it), ``worst-sample``, or a quantile ``pNN`` of the per-sample values (``p90``: the value that
+  docs/design.md defines it), ``worst-sample``, or a quantile ``pNN`` of the per-sample values (``p90``: the value that
   90 % of the samples meet or beat). The worst part decides, as always;
 * :func:`bootstrap_interval` gives a confidence interval of that value by resampling the samples;
 * :func:`sample_values` gives each sample's value, worst part first, for naming the hardest inputs.

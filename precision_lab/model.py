@@ -1,6 +1,6 @@
 """Load and prepare an FP32 ONNX model, and list its candidate layers.
 
-Preparation (DESIGN section 2) makes every later step simple and deterministic:
+Preparation (docs/design.md, "Definitions") makes every later step simple and deterministic:
 
 1. stable, unique node names (unnamed or duplicate nodes get ``<OpType>_<position>``; recorded);
 2. opset raised to at least 13 (per-channel Q/DQ needs the ``axis`` attribute);

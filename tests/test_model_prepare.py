@@ -1,4 +1,4 @@
-"""The preparation step (DESIGN, "Prepared model") on small models built here with ``onnx.helper``.
+"""The preparation step (docs/design.md, "Prepared model") on small models built here with ``onnx.helper``.
 
 Each test draws its model in the docstring. Where preparation rewrites the graph, ONNX Runtime (graph
 optimizations off) must give the original and the prepared model the same outputs within 1e-5.

@@ -1,4 +1,4 @@
-"""Exporter quirks that preparation must absorb (DESIGN, "Prepared model"), on small models built here.
+"""Exporter quirks that preparation must absorb (docs/design.md, "Prepared model"), on small models built here.
 
 - an opset 7 / IR 3 export (initializers listed as graph inputs, BatchNormalization with opset 7 attributes);
 - shapes that ONNX shape inference cannot resolve (a ShuffleNet-style channel shuffle whose Reshape shapes

@@ -1,4 +1,4 @@
-"""PP-OCR models from rapidocr-onnxruntime==1.4.4 (DESIGN section 5), swept on text rendered with Pillow.
+"""PP-OCR models from rapidocr-onnxruntime==1.4.4 (docs/design.md, "Real models"), swept on text rendered with Pillow.
 
 The three models are Paddle exports (paddle2onnx, opset 12/11) with ``Constant`` weights, unfused
 ``BatchNormalization`` and dynamic dimensions: the sweep must prepare them (opset 13, constant folding, BN

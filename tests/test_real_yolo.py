@@ -1,4 +1,4 @@
-"""YOLOv8n from nudenet==3.4.2 (DESIGN section 5), swept on real photos with the class-score slice.
+"""YOLOv8n from nudenet==3.4.2 (docs/design.md, "Real models"), swept on real photos with the class-score slice.
 
 The model's output0 [1, 22, 2100] concatenates 4 box coordinates in pixels with 18 class scores in 0..1; one
 ``Concat`` merges them, and in INT8 its single scale (set by the pixel range) zeroes every score. Recipe

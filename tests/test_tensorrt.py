@@ -27,7 +27,7 @@ from precision_lab.backends import detect as detect_module
 from precision_lab.backends import tensorrt as trt_backend
 from precision_lab.backends.base import PlanBuild
 from precision_lab.backends.detect import TensorRTStatus
-from precision_lab.backends.tensorrt import TensorRTBackend, export_commands, trtexec_layer_spec_problem
+from precision_lab.backends.tensorrt import TensorRTBackend, TensorRTOptions, export_commands, trtexec_layer_spec_problem
 from precision_lab.backends.trt_layers import (
     UnmatchedNodeError,
     layers_for_nodes,
@@ -299,7 +299,7 @@ def one_line(text):
 
 
 def test_backend_registry():
-    assert BACKENDS == ("onnxrt", "tensorrt", "auto")
+    assert set(BACKENDS) == {"onnxrt", "onnxrt-optimized", "tensorrt"}
     assert get_backend("onnxrt").name == "onnxrt"
     assert get_backend().name == "onnxrt"
     with pytest.raises(InputError, match="unknown backend"):
@@ -318,9 +318,9 @@ def test_tensorrt_absent(no_tensorrt):
     assert name == "onnxrt" and "ONNX Runtime" in reason and "not installed" in one_line(reason)
     backend, why = resolve_backend("auto")
     assert backend.name == "onnxrt" and why == reason
-    assert get_backend("auto", onnxrt={"threads": 1}).threads == 1
+    assert get_backend("auto", {"onnxrt": {"threads": 1}}).threads == 1
     with pytest.raises(InputError, match="per backend"):
-        get_backend("auto", threads=1)
+        get_backend("auto", {"threads": 1})
 
 
 def test_tensorrt_stub_without_builder(stub_tensorrt):
@@ -536,6 +536,8 @@ def test_failed_build_raises_evaluation_error_with_tensorrt_message(tmp_path):
 def test_get_backend_checks_the_mode_against_the_version_up_front(monkeypatch):
     _pretend_usable(monkeypatch, "11.0.0")
     with pytest.raises(InputError, match="TensorRT 11 removed weak typing"):
-        get_backend("tensorrt", mode="implicit")
-    backend = get_backend("tensorrt", mode="explicit", builder_optimization_level=0, workspace_mib=512)
+        get_backend("tensorrt", {"tensorrt": {"mode": "implicit"}})
+    backend = get_backend(
+        "tensorrt", {"tensorrt": TensorRTOptions(mode="explicit", builder_optimization_level=0, workspace_mib=512)}
+    )
     assert isinstance(backend, TensorRTBackend) and backend.workspace_mib == 512

@@ -84,6 +84,11 @@ def resolve_backend(name: str = "onnxrt", options: Mapping[str, object] | None =
     """The backend called ``name`` (or ``auto``) and, for ``auto``, the one-line reason for the choice (else
     ``None``). ``options`` maps backend names to their options objects; only the chosen backend's are used."""
     options = dict(options or {})
+    unknown = sorted(set(options) - set(BACKENDS))
+    if unknown:
+        raise InputError(
+            f"backend options are given per backend name ({', '.join(BACKENDS)}: options), not {unknown}"
+        )
     reason = None
     if name == "auto":
         name, reason = detect_backend()

@@ -7,7 +7,7 @@ kernels: the numerics of an ideal INT8 engine, not INT8 speed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -43,9 +43,10 @@ class OnnxRuntimeBackend(Backend):
         self.optimize = optimize
 
     @classmethod
-    def from_options(cls, options: None = None) -> OnnxRuntimeBackend:
-        """The backend with its defaults (it has no command-line options)."""
-        return cls()
+    def from_options(cls, options: Mapping[str, object] | None = None):
+        """The backend with keyword ``options`` (``providers``, ``threads``; default: none). It has no
+        command-line options."""
+        return cls(**dict(options or {}))
 
     def identity(self) -> str:
         import onnxruntime

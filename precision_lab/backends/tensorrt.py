@@ -207,8 +207,11 @@ class TensorRTBackend(Backend):
     needs_gpu_per_worker = True
 
     @classmethod
-    def from_options(cls, options: TensorRTOptions | None = None) -> TensorRTBackend:
-        """The backend for ``options`` (default :class:`TensorRTOptions`); checks that TensorRT can run here."""
+    def from_options(cls, options: TensorRTOptions | Mapping[str, object] | None = None) -> TensorRTBackend:
+        """The backend for ``options`` (a :class:`TensorRTOptions`, or its fields as a mapping; default
+        :class:`TensorRTOptions`); checks that TensorRT can run here."""
+        if isinstance(options, Mapping):
+            options = TensorRTOptions(**options)
         options = options or TensorRTOptions()
         backend = cls(
             mode=options.mode,

@@ -120,5 +120,9 @@ class Level:
     raised: str = FP32
     base: str = INT8
 
+    def apply(self, start: PrecisionPlan, layers: Iterable[str]) -> PrecisionPlan:
+        """``start`` with ``layers`` raised to this level's precision."""
+        return start.with_precision(layers, self.raised)
+
 
 BINARY = Level(FP32, INT8)

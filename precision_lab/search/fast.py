@@ -10,10 +10,11 @@ evaluations, against N + O(log N) for the full search.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from precision_lab.precisions import BINARY, Level, PrecisionPlan
 from precision_lab.search.base import Outcome, Strategy
-from precision_lab.search.minimal import MinimalPlan, baseline_plans, baseline_verdict, prune
+from precision_lab.search.minimal import MinimalPlan, baseline_step, prune
 
 __all__ = ["fast_plan_search"]
 
@@ -27,13 +28,10 @@ def fast_plan_search(
 ) -> Strategy[MinimalPlan]:
     """Search over ``order`` (most suspicious first) for a verified, 1-minimal plan."""
     order = list(order)
-    all_int8, all_fp32 = baselines if baselines is not None else (yield baseline_plans(order, level, start))
-    verdict = baseline_verdict(order, all_int8, all_fp32)
+    (all_int8, all_fp32), verdict = yield from baseline_step(order, level, start, baselines)
     if verdict is not None:
         return verdict
-
-    def plan_of(layers) -> PrecisionPlan:
-        return start.with_precision(layers, level.raised)
+    plan_of = partial(level.apply, start)
 
     pinned: list[str] = []
     current: Outcome = all_int8

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from precision_lab.precisions import BINARY, Level, PrecisionPlan
 from precision_lab.search.base import Batch, Outcome, Strategy
 
-__all__ = ["MinimalPlan", "minimal_plan_search", "prune", "baseline_verdict", "baseline_plans"]
+__all__ = ["MinimalPlan", "minimal_plan_search", "prune", "baseline_verdict", "baseline_plans", "baseline_step"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ def baseline_verdict(names: Sequence[str], all_int8: Outcome, all_fp32: Outcome)
     return None
 
 
+def baseline_step(
+    names: Sequence[str], level: Level, start: PrecisionPlan, baselines: tuple[Outcome, Outcome] | None = None
+) -> Strategy[tuple[tuple[Outcome, Outcome], MinimalPlan | None]]:
+    """Every strategy's first step: the baselines (evaluated unless given) and, when they decide the result
+    alone, that result."""
+    if baselines is None:
+        baselines = tuple((yield baseline_plans(names, level, start)))
+    return baselines, baseline_verdict(names, *baselines)
+
+
 def minimal_plan_search(
     ranking: Sequence[str],
     *,
@@ -71,14 +82,10 @@ def minimal_plan_search(
     """Search for a verified, 1-minimal plan over ``ranking`` (most sensitive first). ``baselines``: the
     outcomes of :func:`baseline_plans`, when the caller has them already."""
     ranking = list(ranking)
-    all_int8, all_fp32 = baselines if baselines is not None else (yield baseline_plans(ranking, level, start))
-    verdict = baseline_verdict(ranking, all_int8, all_fp32)
+    (all_int8, all_fp32), verdict = yield from baseline_step(ranking, level, start, baselines)
     if verdict is not None:
         return verdict
-
-    def plan_of(layers) -> PrecisionPlan:
-        return start.with_precision(layers, level.raised)
-
+    plan_of = partial(level.apply, start)
     failing, passing, best = 0, len(ranking), all_fp32
     while passing - failing > 1:
         middle = (failing + passing) // 2
@@ -107,10 +114,7 @@ def prune(
     left has in ``evidence`` a failing outcome of exactly the plan without L. Returns the pruned layers and the
     plan's outcome."""
     current = list(current)
-
-    def plan_of(layers) -> PrecisionPlan:
-        return start.with_precision(layers, level.raised)
-
+    plan_of = partial(level.apply, start)
     while True:
         for name in reversed(list(current)):
             trial = plan_of(set(current) - {name})

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from precision_lab.precisions import BINARY, Level, PrecisionPlan
 from precision_lab.search.base import Batch, Strategy
 from precision_lab.search.fast import fast_plan_search
-from precision_lab.search.minimal import MinimalPlan, baseline_plans, baseline_verdict, minimal_plan_search
+from precision_lab.search.minimal import MinimalPlan, baseline_step, minimal_plan_search
 from precision_lab.search.sensitivity import rank_layers, sensitivity_plans
 
 __all__ = ["SearchContext", "SEARCHES", "full_search", "fast_search"]
@@ -41,8 +41,7 @@ class SearchContext:
 def full_search(context: SearchContext) -> Strategy[MinimalPlan]:
     """Baselines, one sensitivity evaluation per layer and kind, the ranking, bisection and pruning."""
     names, level, start = list(context.names), context.level, context.start
-    baselines = yield baseline_plans(names, level, start)
-    verdict = baseline_verdict(names, *baselines)
+    baselines, verdict = yield from baseline_step(names, level, start)
     if verdict is not None:
         return verdict
     plans = sensitivity_plans(names, context.sensitivity, level=level, start=start)
@@ -51,15 +50,14 @@ def full_search(context: SearchContext) -> Strategy[MinimalPlan]:
     for (kind, layer, _), outcome in zip(plans, outcomes):
         scores.setdefault(kind, {})[layer] = outcome.value
     ranking = rank_layers(names, scores=scores, higher_is_better=context.higher_is_better)
-    found = yield from minimal_plan_search(ranking, level=level, start=start, baselines=tuple(baselines))
+    found = yield from minimal_plan_search(ranking, level=level, start=start, baselines=baselines)
     return replace(found, scores=scores)
 
 
 def fast_search(context: SearchContext) -> Strategy[MinimalPlan]:
     """Baselines, one-pass signals for the order, bisection rounds and pruning."""
     names, level, start = list(context.names), context.level, context.start
-    baselines = yield baseline_plans(names, level, start)
-    verdict = baseline_verdict(names, *baselines)
+    baselines, verdict = yield from baseline_step(names, level, start)
     if verdict is not None:
         return verdict
     if context.signals is None:
@@ -67,7 +65,7 @@ def fast_search(context: SearchContext) -> Strategy[MinimalPlan]:
     signal = dict(context.signals())
     position = {name: i for i, name in enumerate(names)}
     order = sorted(names, key=lambda n: (-signal[n], position[n]))
-    found = yield from fast_plan_search(order, level=level, start=start, baselines=tuple(baselines))
+    found = yield from fast_plan_search(order, level=level, start=start, baselines=baselines)
     return replace(found, scores={"signal": signal})
 
 

@@ -205,8 +205,11 @@ def synthetic_feeds(specs: Sequence[InputSpec], count: int, *, seed: int = 0) ->
                 f"{spec.name}:" + "x".join("1" if d is None else str(d) for d in spec.shape) + " or --data"
             )
         metadata.add(spec.name, dtype=spec.dtype, shape=spec.shape)
-    loader = DataLoader(seed=seed, iterations=count, input_metadata=metadata)
-    return [{name: np.array(value) for name, value in feed.items()} for feed in loader]
+    from precision_lab.console import quiet_polygraphy
+
+    with quiet_polygraphy():  # its info lines ("Will generate inference input data ...") are not the user's
+        loader = DataLoader(seed=seed, iterations=count, input_metadata=metadata)
+        return [{name: np.array(value) for name, value in feed.items()} for feed in loader]
 
 
 def validate_feeds(feeds: Sequence[Feed], specs: Sequence[InputSpec], *, source: str) -> None:

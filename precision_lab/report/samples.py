@@ -55,11 +55,16 @@ def plot_samples(result: SweepResult) -> Figure:
         labels = []
         for x, (data_set, role, values) in enumerate(groups):
             shown = values[np.isfinite(values)]
+            hidden = 0
             if log:
+                hidden = int(np.sum(shown <= 0))
                 shown = shown[shown > 0]
             ax.scatter(x + rng.uniform(-0.18, 0.18, shown.size), shown, s=14, alpha=0.7, color=_COLORS[role])
             if shown.size:
                 ax.hlines(np.median(shown), x - 0.3, x + 0.3, color="black", linewidth=1)
+            if hidden:  # a log axis cannot show an exact 0: say so where the points would be
+                ax.annotate(f"{hidden} × 0", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 4),
+                            textcoords="offset points", ha="center", fontsize=8, color=_COLORS[role])
             labels.append(f"{role}\n{data_set} ({values.size})")
         tolerance = result.verification.get("tolerance", result.metric["tolerance"])
         if tolerance is not None and math.isfinite(float(tolerance)):

@@ -80,14 +80,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="judge a higher-is-better metric by its drop from the FP32 model's own score (accuracy: default 0.01)",
     )
     metric.add_argument(
-        "--criterion", default="aggregate", metavar="aggregate|worst-sample|pNN",
-        help="what the tolerance applies to: the metric over the whole set (aggregate, default), the worst sample, or "
-        "a per-sample quantile such as p90",
+        "--criterion", default="p90", metavar="pNN|aggregate|worst-sample",
+        help="what the tolerance applies to: a per-sample quantile (p90, the default: 90%% of the inputs meet it on "
+        "their own), the metric over the whole set (aggregate), or every input (worst-sample)",
     )
     metric.add_argument(
-        "--until-verified", action=argparse.BooleanOptionalAction, default=False,
+        "--until-verified", action=argparse.BooleanOptionalAction, default=True,
         help="when the plan fails the verification feeds, search again at a stricter tolerance until it holds on "
-        "both sets (default off)",
+        "both sets (default on; --no-until-verified: report the failure only)",
     )
     metric.add_argument(
         "--output-slice",

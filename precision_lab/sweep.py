@@ -33,6 +33,7 @@ from precision_lab.session import Session, open_session
 from precision_lab.settings import (
     DEFAULT_CRITERION,
     DEFAULT_MAX_DROPS,
+    DEFAULT_UNTIL_VERIFIED,
     DEFAULT_TOLERANCES,
     MetricSetting,
     SweepOptions,
@@ -73,7 +74,7 @@ def sweep(
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     eval_samples: int = DEFAULT_EVAL_SAMPLES,
     verify_samples: int = DEFAULT_VERIFY_SAMPLES,
-    until_verified: bool = False,
+    until_verified: bool = DEFAULT_UNTIL_VERIFIED,
     seed: int = 0,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     output_slices: Sequence[str | OutputSlice] = (),
@@ -92,10 +93,11 @@ def sweep(
 
     Defaults: metric ``rel-l2`` with tolerance 0.05 (``cosine`` 0.999, ``sqnr`` 20 dB, ``top1`` 0.99;
     ``accuracy`` a ``max_drop`` of 0.01 from the FP32 model's own score; other metrics need ``tolerance`` or
-    ``max_drop``), criterion ``aggregate`` (the tolerance applies to the metric over the whole evaluation set;
-    ``worst-sample`` or ``pNN`` apply it per sample), recipe ``trt``, ``max`` calibration; 16 calibration, 32
-    evaluation and 16 verification samples (in proportion with fewer feeds); the final plan is judged on the
-    verification feeds, and ``until_verified`` searches again at a stricter tolerance until it holds there;
+    ``max_drop``), criterion ``p90`` (90 % of the evaluation samples must meet the tolerance on their own;
+    ``aggregate`` applies it to the metric over the whole set, ``worst-sample`` to every sample), recipe ``trt``,
+    ``max`` calibration; 16 calibration, 32 evaluation and 16 verification samples (in proportion with fewer
+    feeds); the final plan is judged on the verification feeds and, with ``until_verified`` (default on), the
+    search runs again at a stricter tolerance until the plan holds there too;
     search ``full`` with ``isolate`` sensitivity (``fast``: one-pass signals); backend ``auto`` (TensorRT when a
     working builder and a GPU exist, else ONNX Runtime; a name from ``precision_lab.backends.BACKENDS`` or a
     :class:`~precision_lab.backends.Backend` object; ``backend_options`` maps backend names to their options

@@ -106,7 +106,7 @@ def generalization_notice(
         return None
     fixes = ["give more data (a few dozen feeds or more: see the README's 'How much data')"]
     if not until_verified and verify_passed is False:
-        fixes.append("add --until-verified to search again until the plan also holds on the verification feeds")
+        fixes.append("drop --no-until-verified to search again until the plan also holds on the verification feeds")
     if criterion == "aggregate":
-        fixes.append("or judge every input with --criterion p90")
+        fixes.append("or judge inputs one by one with --criterion p90")
     return "the plan may not hold on new inputs: " + "; ".join(reasons) + ". Fix: " + ", ".join(fixes)

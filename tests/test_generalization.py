@@ -169,7 +169,7 @@ def _session_outputs(model: Path, feeds: list[dict]) -> list[np.ndarray]:
 def test_per_sample_results_everywhere_and_checked_independently(tmp_path, capsys):
     data = write_feeds(tmp_path / "data", [1.0] * 24)
     out = tmp_path / "out"
-    code, stdout, err = sweep(capsys, "--data", str(data), "--out", str(out))
+    code, stdout, err = sweep(capsys, "--data", str(data), "--out", str(out), "--criterion", "aggregate")
     assert code == 0, err
     plan = json.loads((out / "plan.json").read_text())
     eval_files, verify_files = plan["data"]["eval_feeds"], plan["data"]["verify_feeds"]
@@ -219,13 +219,13 @@ def _hard_verification_data(folder: Path, seed: int = 0) -> Path:
 def test_plan_that_fails_verification_is_reported_with_the_fix(tmp_path, capsys):
     data = _hard_verification_data(tmp_path / "data")
     args = ["--data", str(data), "--calib-samples", "6", "--eval-samples", "8", "--verify-samples", "6"]
-    code, stdout, err = sweep(capsys, *args, "--out", str(tmp_path / "once"))
+    code, stdout, err = sweep(capsys, *args, "--no-until-verified", "--out", str(tmp_path / "once"))
     assert code == 0, err
     plan = json.loads((tmp_path / "once" / "plan.json").read_text())
     assert plan["achieved"]["passed"] and not plan["verification"]["passed"]
     assert "FAILS" in stdout
     notices = [line for line in err.splitlines() if "may not hold on new inputs" in line]
-    assert len(notices) == 1 and "--until-verified" in notices[0] and "Fix:" in notices[0]
+    assert len(notices) == 1 and "drop --no-until-verified" in notices[0] and "Fix:" in notices[0]
 
     code, stdout, err = sweep(capsys, *args, "--until-verified", "--out", str(tmp_path / "until"))
     assert code == 0, err
@@ -248,9 +248,10 @@ def test_too_few_feeds_gives_one_warning_with_the_fix(tmp_path, capsys):
 def test_criterion_changes_the_verdict_not_the_evaluations(tmp_path, capsys):
     data = write_feeds(tmp_path / "data", [1.0] * 24)
     out = tmp_path / "out"
-    assert sweep(capsys, "--data", str(data), "--out", str(out))[0] == 0
+    assert sweep(capsys, "--data", str(data), "--out", str(out), "--no-until-verified")[0] == 0
     before = (out / "journal.jsonl").read_text().count("\n")
-    code, _, err = sweep(capsys, "--data", str(data), "--out", str(out), "--criterion", "worst-sample")
+    code, _, err = sweep(capsys, "--data", str(data), "--out", str(out), "--criterion", "worst-sample",
+                         "--no-until-verified")
     assert code == 0, err
     plan = json.loads((out / "plan.json").read_text())
     assert plan["metric"]["criterion"] == "worst-sample"

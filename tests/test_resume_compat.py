@@ -37,6 +37,7 @@ def test_folder_of_the_previous_version_resumes_with_zero_new_evaluations(tmp_pa
     code = main([
         "sweep", str(REPO / "sample_models" / "two_planted_cnn.onnx"), "--out", str(out), "-q",
         "--calib-samples", "8", "--eval-samples", "8", "--verify-samples", "4",
+        "--criterion", "aggregate", "--no-until-verified",  # the defaults of the version that wrote the folder
     ])
     assert code == 0, capsys.readouterr().err
     assert (out / "journal.jsonl").read_text() == before  # nothing new was evaluated

@@ -22,7 +22,7 @@ def test_sweep_with_only_a_model(tmp_path):
     plan = json.loads((out / "plan.json").read_text())
     assert plan["data"]["synthetic"] is True
     assert plan["metric"] == {
-        "name": "rel-l2", "direction": "lower", "tolerance": 0.05, "criterion": "aggregate", "max_drop": None,
+        "name": "rel-l2", "direction": "lower", "tolerance": 0.05, "criterion": "p90", "max_drop": None,
         "search_tolerance": 0.05,
     }
     assert plan["fp32_layers"] == ["conv4"]

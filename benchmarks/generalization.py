@@ -48,9 +48,6 @@ def _sweep(model_path: Path, data: Path, out: Path, args: list[str]) -> tuple[in
     return code, stderr.getvalue().strip()
 
 
-def _option(args: tuple[str, ...], name: str) -> tuple[str, ...]:
-    return tuple(args[i + 1] for i, a in enumerate(args) if a == name)
-
 
 def run_model(key: str, size: int, heldout: int, root: Path, recipe: str, log) -> list[dict]:
     from real_tier import TIER, heldout_value, search_and_heldout
@@ -93,11 +90,11 @@ def run_model(key: str, size: int, heldout: int, root: Path, recipe: str, log) -
             tolerance = plan["metric"]["tolerance"]
             value, per_input = heldout_value(
                 path, out / "plan.onnx", held, metric=plan["metric"]["name"], criterion=criterion,
-                slices=_option(model.args, "--output-slice"), judged=_option(model.args, "--judge-output"),
+                slices=model.option_values("--output-slice"), judged=model.option_values("--judge-output"),
             )
             aggregate, _ = heldout_value(
                 path, out / "plan.onnx", held, metric=plan["metric"]["name"], criterion="aggregate",
-                slices=_option(model.args, "--output-slice"), judged=_option(model.args, "--judge-output"),
+                slices=model.option_values("--output-slice"), judged=model.option_values("--judge-output"),
             )
             row = {
                 "model": key, "size": size, "recipe": recipe, "criterion": criterion, "until": until,

@@ -10,7 +10,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from precision_lab.calibration import check_calibration
+from precision_lab.calibration import DEFAULT_PERCENTILE, check_calibration
+from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DEFAULT_VERIFY_SAMPLES
 from precision_lab.compare import METRICS, Metric, OutputSlice, TaskMetric, get_metric
 from precision_lab.errors import InputError
 from precision_lab.model import PreparedModel
@@ -52,10 +53,10 @@ class SweepOptions:
     ops: Sequence[str] | None = None
     exclude: Sequence[str] = ()
     calibration: str = "max"
-    percentile: float = 99.999
-    calib_samples: int = 16
-    eval_samples: int = 32
-    verify_samples: int = 16
+    percentile: float = DEFAULT_PERCENTILE
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    eval_samples: int = DEFAULT_EVAL_SAMPLES
+    verify_samples: int = DEFAULT_VERIFY_SAMPLES
     until_verified: bool = DEFAULT_UNTIL_VERIFIED
     seed: int = 0
     input_shapes: Mapping[str, Sequence[int]] | None = None

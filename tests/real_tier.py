@@ -39,6 +39,10 @@ class TierModel:
     notes: str = ""
     recipes: tuple[str, ...] = field(default=("trt", "extended"))
 
+    def option_values(self, name: str) -> tuple[str, ...]:
+        """The values ``args`` gives the option ``name`` (e.g. every ``--output-slice``)."""
+        return tuple(self.args[i + 1] for i, arg in enumerate(self.args) if arg == name)
+
 
 def _nudenet_feeds(model: Path, folder: Path, count: int) -> Path:
     """nudenet's ``_read_image``: BGR image padded to a square at the bottom/right with black, then

@@ -31,9 +31,6 @@ def _cases():
             yield pytest.param(key, recipe, id=f"{key}-{recipe}", marks=marks)
 
 
-def _option(args: tuple[str, ...], name: str) -> tuple[str, ...]:
-    return tuple(args[i + 1] for i, a in enumerate(args) if a == name)
-
 
 @pytest.mark.parametrize("key, recipe", list(_cases()))
 def test_plan_holds_on_heldout_inputs(key, recipe, tmp_path_factory, real_model_log):
@@ -59,7 +56,7 @@ def test_plan_holds_on_heldout_inputs(key, recipe, tmp_path_factory, real_model_
     metric = plan["metric"]
     value, per_input = heldout_value(
         model.fetch(), out / "plan.onnx", heldout, metric=metric["name"], criterion=metric["criterion"],
-        slices=_option(model.args, "--output-slice"), judged=_option(model.args, "--judge-output"),
+        slices=model.option_values("--output-slice"), judged=model.option_values("--judge-output"),
     )
     feeds = set(plan["data"]["calib_feeds"]) | set(plan["data"]["eval_feeds"]) | set(plan["data"]["verify_feeds"])
     assert not feeds & {p.name for p in heldout.glob("*.npz")}

@@ -255,6 +255,7 @@ class SweepResult:
     verification_records: tuple[Evaluation, ...] = ()
     confidence: dict = field(default_factory=dict)
     notices: tuple[str, ...] = ()
+    precision_levels: tuple[str, ...] = ("int8", "fp32")  # the levels the plan was searched over, lowest first
 
     @property
     def metric_obj(self) -> Metric:

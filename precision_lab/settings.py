@@ -71,6 +71,7 @@ class SweepOptions:
     jobs: int = 1
     executor: str = "local"
     ray_address: str | None = None
+    precisions: tuple[str, ...] = ("int8", "fp32")  # the precision levels a plan may use, lowest first
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ def _worst_inputs(evaluator: Evaluator, plans: Mapping[str, object], labels: Seq
     worst = {}
     pick = min if evaluator.metric.higher_is_better else max
     for name, plan in plans.items():
+        if evaluator.key(plan) not in evaluator.journal:
+            continue  # e.g. a three-level sweep measured this layer's sensitivity from another start
         record = evaluator.record(plan)
         values = [value for _, value in record.worst_per_sample(evaluator.metric)] if record.status == "ok" else []
         if values:
@@ -65,7 +67,7 @@ def layer_table(session: Session, found: MinimalPlan) -> tuple[LayerSensitivity,
     )
     worst = _worst_inputs(session.evaluator, isolate_plans, session.dataset.eval_labels)
     plan = found.plan
-    return tuple(
+    rows = tuple(
         LayerSensitivity(
             name=c.name,
             op_type=c.op_type,
@@ -76,6 +78,16 @@ def layer_table(session: Session, found: MinimalPlan) -> tuple[LayerSensitivity,
             precision=plan.precision(c.name),
         )
         for c in sorted(session.candidates, key=lambda c: rank_of.get(c.name, len(ranking)))
+    )
+    # a three-level plan may keep non-candidate nodes FP32 (e.g. a LayerNorm's Pow): they are rows too
+    position = {node.name: (i, node.op_type) for i, node in enumerate(session.prepared.model.graph.node)}
+    islands = [n for n in plan.fp32_layers if n not in rank_of and n not in {c.name for c in session.candidates}]
+    return rows + tuple(
+        LayerSensitivity(
+            name=name, op_type=position[name][1], index=position[name][0], rank=len(rows) + 1 + i, scores={},
+            worst_input=None, precision=plan.precision(name),
+        )
+        for i, name in enumerate(sorted(islands, key=lambda n: position[n][0]))
     )
 
 
@@ -91,6 +103,7 @@ def verified_plan(session: Session, found: MinimalPlan) -> VerifiedPlan:
         key=found.outcome.key,
         evidence={
             name: {"key": o.key, "value": o.value, "passed": o.passed, "fp32_layers": sorted(o.fp32_layers)}
+            | ({} if o.plan.is_binary else {"precisions": o.plan.to_json()})
             for name, o in found.evidence.items()
         },
         precisions={} if plan.is_binary else plan.to_json(),
@@ -147,6 +160,19 @@ def assemble_result(
     )
     if notice:
         log.warning(notice)
+    notices = (notice,) if notice else ()
+    baselines = {"all_int8": found.all_int8.value, "all_fp32": found.all_fp32.value}
+    if found.all_fp16 is not None:
+        baselines["all_fp16"] = found.all_fp16.value
+        if found.fp32_first:
+            fp32_nodes = sorted(found.plan.fp32_layers)
+            first = (
+                f"all-FP16 already fails ({metric.name} = {found.all_fp16.value:.6g}): the FP32 set that repairs it "
+                f"was found first ({len(fp32_nodes)} nodes: {', '.join(fp32_nodes[:8])}"
+                + (", ..." if len(fp32_nodes) > 8 else "") + "), then the INT8 layers"
+            )
+            log.info(first)
+            notices = (first, *notices)
     slices, judged = session.slices, session.judged
     out = session.out
     return SweepResult(
@@ -193,7 +219,7 @@ def assemble_result(
         search=options.search,
         status=found.status,
         plan=plan,
-        baselines={"all_int8": found.all_int8.value, "all_fp32": found.all_fp32.value},
+        baselines=baselines,
         layer_results=layer_table(session, found),
         evaluation_records=records,
         wall_seconds=wall_seconds,
@@ -206,10 +232,26 @@ def assemble_result(
             "ranges": session.ranges.amax,
             "ranges_key": session.ranges.key,
         },
-        exports=session.backend.build_commands(Path(out) / "plan.onnx", out=Path(out), prepared=prepared, plan=found.plan),
+        exports=_exports(session, found),
         backend_info=session.backend.info() | {"reason": session.backend_reason},
         verification=verification,
         verification_records=verification_records,
         confidence=confidence,
-        notices=(notice,) if notice else (),
+        notices=notices,
+        precision_levels=tuple(options.precisions),
+    )
+
+
+def _exports(session: Session, found: MinimalPlan) -> dict[str, str]:
+    """The command lines that build the plan: the backend's, or for a three-level plan the strongly typed FP16
+    ``plan.onnx`` and TensorRT 10's implicit flags."""
+    plan_onnx = Path(session.out) / "plan.onnx"
+    if not session.three_level:
+        return session.backend.build_commands(plan_onnx, out=Path(session.out), prepared=session.prepared, plan=found.plan)
+    from precision_lab.backends.exports import three_level_commands
+    from precision_lab.plan import qdq_fp32_path
+
+    plan = found.plan
+    return three_level_commands(
+        plan_onnx, qdq_fp32_path(plan_onnx), fp16_layers=sorted(plan.fp16_layers), fp32_layers=sorted(plan.fp32_layers)
     )

@@ -107,6 +107,11 @@ def _build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--exclude", action="append", default=[], help="node name or pattern never quantized (repeatable)")
     quant.add_argument("--calibration", default="max", help="max (default), percentile or entropy")
     quant.add_argument("--percentile", type=float, default=99.999, help="for --calibration percentile (default 99.999)")
+    quant.add_argument(
+        "--precisions", default="int8,fp32",
+        help="precision levels of the plan: int8,fp32 (default: layers not INT8 run FP32) or int8,fp16,fp32 (an "
+        "INT8 + FP16 engine: every node not INT8 runs FP16, except the nodes the plan keeps FP32)",
+    )
     search = sweep.add_argument_group("search")
     search.add_argument("--sensitivity", default="isolate", help="isolate (default), leave-one-out or both")
     search.add_argument(
@@ -215,15 +220,26 @@ def _print_sweep(result, top: int) -> None:
             f"{_fmt(layer.scores.get(kind), None if kind == 'signal' else metric['tolerance']):>{w}}"
             for kind, w in zip(kinds, widths)
         )
-        print(f"  {row.rank:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {layer.precision if not row.fp32 else 'FP32'}")
+        print(f"  {row.rank:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {'FP32' if row.fp32 else (layer.precision.upper() if layer.precision != 'int8' else 'int8')}")
     plan = result.plan
     base = result.baselines
     print(
         f"\nMetric {metric['name']} ({metric['direction']} is better; {metric.get('criterion', 'aggregate')}), "
         f"tolerance {metric['tolerance']:g}: "
-        f"all-INT8 {_fmt(base['all_int8'], metric['tolerance'])}, all-FP32 {_fmt(base['all_fp32'], metric['tolerance'])}"
+        f"all-INT8 {_fmt(base['all_int8'], metric['tolerance'])}, "
+        + (f"all-FP16 {_fmt(base['all_fp16'], metric['tolerance'])}, " if "all_fp16" in base else "")
+        + f"all-FP32 {_fmt(base['all_fp32'], metric['tolerance'])}"
     )
-    if plan.fp32_layers:
+    fp16_layers = sorted(plan.plan.fp16_layers)
+    if "fp16" in result.precision_levels and (fp16_layers or plan.fp32_layers):  # a three-level plan
+        print(
+            f"Plan: {len(fp16_layers)} FP16 and {len(plan.fp32_layers)} FP32 of {len(layers)} layers (other candidates "
+            f"INT8, other nodes FP16) -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}"
+        )
+        for precision, names in (("FP16", fp16_layers), ("FP32", plan.fp32_layers)):
+            for name in names:
+                print(f"  {precision}  {name}")
+    elif plan.fp32_layers:
         print(f"Plan: keep {len(plan.fp32_layers)} of {len(layers)} layers FP32 -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}")
         for name in plan.fp32_layers:
             print(f"  FP32  {name}")
@@ -297,6 +313,7 @@ def _cmd_sweep(args) -> int:
         jobs=args.jobs,
         executor=args.executor,
         ray_address=args.ray_address,
+        precisions=args.precisions,
     )
     _print_sweep(result, args.top)
     from precision_lab.report.channels import channel_warnings

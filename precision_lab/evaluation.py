@@ -40,6 +40,7 @@ class WorkerSpec:
     custom_spec: str | None = None  # a task metric: "accuracy" or a custom module:function
     targets: tuple | None = None  # the labels of eval_feeds, for task metrics that take labels
     judged: tuple[str, ...] | None = None  # the outputs that decide the metric (None: every output)
+    precisions: tuple[str, ...] = ("int8", "fp32")  # with "fp16": three-level plans, FP16 emulated
 
 
 class PlanRunner:
@@ -47,7 +48,9 @@ class PlanRunner:
 
     def __init__(self, builder: QdqBuilder | None, spec: WorkerSpec, *, custom: TaskMetric | None = None) -> None:
         self.spec = spec
-        self.builder = builder or QdqBuilder(spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe)
+        self.builder = builder or QdqBuilder(
+            spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe, precisions=spec.precisions
+        )
         self.custom = custom if custom is not None or not spec.custom_spec else TaskMetric(spec.custom_spec)
 
     @classmethod

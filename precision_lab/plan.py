@@ -16,9 +16,19 @@ from precision_lab.errors import InputError
 if TYPE_CHECKING:
     from precision_lab.results import SweepResult
 
-__all__ = ["SCHEMA_VERSION", "plan_document", "read_plan", "apply_plan"]
+__all__ = ["SCHEMA_VERSION", "plan_document", "read_plan", "apply_plan", "qdq_fp32_path", "emulated_path"]
 
 SCHEMA_VERSION = 1
+
+
+def qdq_fp32_path(plan_onnx: str | os.PathLike) -> Path:
+    """Where a three-level sweep writes its plan's Q/DQ model in FP32 (for TensorRT 10's implicit flags)."""
+    return Path(plan_onnx).with_name(Path(plan_onnx).stem + "_qdq_fp32.onnx")
+
+
+def emulated_path(plan_onnx: str | os.PathLike) -> Path:
+    """Where a three-level sweep writes the model it measured: FP16 emulated on FP32 kernels."""
+    return Path(plan_onnx).with_name(Path(plan_onnx).stem + "_fp16_emulated.onnx")
 
 
 def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
@@ -27,6 +37,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
     from precision_lab.results import _finite_or_text
 
     plan = result.plan
+    three_level = "fp16" in result.precision_levels
     return _finite_or_text(
         {
             "schema_version": SCHEMA_VERSION,
@@ -45,6 +56,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "metric": result.metric,
             "output_slices": list(result.output_slices),
             "status": result.status,
+            "precision_levels": list(result.precision_levels),
             "precisions": plan.plan.to_json(),
             "fp32_layers": list(plan.fp32_layers),
             "int8_layers": list(plan.int8_layers),
@@ -61,6 +73,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "sensitivity": result.sensitivity,
             "plan_onnx": str(plan_onnx),
             "exports": result.exports or explicit_commands(plan_onnx),
+            **({"plan_qdq_fp32_onnx": str(qdq_fp32_path(plan_onnx))} if three_level else {}),
             "quantization": result.quantization,
         }
     )
@@ -120,6 +133,10 @@ def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | 
             f"the plan's layers {sorted(missing)[:5]} are not in {model}; apply the plan to the model it was made for"
         )
     ranges = Ranges("saved", quantization.get("ranges_key", ""), dict(quantization["ranges"]), 0)
-    builder = QdqBuilder(prepared, candidates, ranges, recipe=quantization["recipe"])
-    save_model(builder.build(PrecisionPlan(document.get("precisions") or {n: "fp32" for n in document["fp32_layers"]})), output)
+    builder = QdqBuilder(
+        prepared, candidates, ranges, recipe=quantization["recipe"],
+        precisions=document.get("precision_levels", ("int8", "fp32")),
+    )
+    plan_obj = PrecisionPlan(document.get("precisions") or {n: "fp32" for n in document["fp32_layers"]})
+    save_model(builder.build_deployable(plan_obj), output)
     return warnings

@@ -70,6 +70,33 @@ class Session:
         return [c.name for c in self.candidates]
 
     @property
+    def three_level(self) -> bool:
+        """Whether plans may run layers FP16 (``--precisions int8,fp16,fp32``)."""
+        return self.builder.with_fp16
+
+    @property
+    def everything_fp32(self):
+        """The plan that keeps every candidate FP32, and in a three-level sweep every float node: the FP32
+        model."""
+        from precision_lab.precisions import PrecisionPlan
+
+        return PrecisionPlan.fp32([*self.names, *self.builder.fp32_candidates])
+
+    def fp16_closeness(self) -> dict[str, float]:
+        """Each float node's calibrated ``max |x| / 65504`` over the float tensors it reads and writes (three-level
+        sweeps calibrate them all)."""
+        from precision_lab.fp16 import FP16_MAX
+
+        graph = self.prepared.model.graph
+        wanted = set(self.builder.fp32_candidates)
+        closeness = {}
+        for node in graph.node:
+            if node.name in wanted:
+                amaxes = [self.ranges.amax[t] for t in [*node.input, *node.output] if t in self.ranges.amax]
+                closeness[node.name] = max(amaxes, default=0.0) / FP16_MAX
+        return closeness
+
+    @property
     def evaluations_run(self) -> int:
         return self.evaluator.ran + (self.verifier.ran if self.verifier else 0)
 
@@ -96,6 +123,23 @@ def reference_outputs(prepared: PreparedModel, feeds: Sequence[Feed], cache_dir:
             backend.run(prepared.model, feeds, on_output)
 
     return build_reference(run, feeds, cache_dir / f"reference-{key}")
+
+
+def _tensors_to_calibrate(
+    prepared: PreparedModel, candidates: Sequence[Candidate], recipe: str, precisions: Sequence[str]
+) -> list[str]:
+    """The tensors Q/DQ may read, and with FP16 among ``precisions`` every float activation too (their ranges rank
+    the nodes for the FP32 level)."""
+    tensors = tensors_to_calibrate(prepared, candidates, recipe)
+    if "fp16" not in precisions:
+        return tensors
+    from precision_lab.fp16 import float_tensors
+
+    initializers = {init.name for init in prepared.model.graph.initializer}
+    produced = {name for node in prepared.model.graph.node for name in node.output}
+    inputs = {vi.name for vi in prepared.model.graph.input}
+    activations = (float_tensors(prepared.model) - initializers) & (produced | inputs)
+    return sorted(set(tensors) | activations)
 
 
 def open_session(
@@ -156,14 +200,14 @@ def open_session(
     ranges = calibrate(
         prepared,
         dataset.calib,
-        tensors=tensors_to_calibrate(prepared, candidates, recipe),
+        tensors=_tensors_to_calibrate(prepared, candidates, recipe, options.precisions),
         fingerprint=dataset.calib_fingerprint,
         method=options.calibration,
         percentile=options.percentile,
         cache_dir=cache_dir,
     )
     reference = reference_outputs(prepared, dataset.eval, cache_dir, dataset.eval_fingerprint)
-    builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe)
+    builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe, precisions=options.precisions)
     backend_obj.setup(prepared=prepared, calib_feeds=dataset.calib, cache_dir=cache_dir)
     names = [c.name for c in candidates]
     metric = setting.metric.name
@@ -181,6 +225,7 @@ def open_session(
             metric if task else None,
             *([sorted(judged)] if judged is not None else []),
             *([dataset.targets_fingerprint] if task is not None and task.takes_labels else []),
+            *([list(options.precisions)] if "fp16" in options.precisions else []),  # FP16 emulation changes values
         )
 
     journal = Journal(out / JOURNAL_NAME, resume=options.resume)
@@ -203,6 +248,7 @@ def open_session(
         custom_spec=metric if task else None,
         targets=dataset.eval_targets,
         judged=judged,
+        precisions=tuple(options.precisions),
     )
     evaluator = Evaluator(
         executor=make_executor(

@@ -27,6 +27,8 @@ __all__ = [
     "MetricSetting",
     "resolve_metric",
     "check_options",
+    "check_precisions",
+    "PRECISION_SETS",
     "check_slices",
     "judged_outputs",
 ]
@@ -110,6 +112,18 @@ def resolve_metric(
         tolerance = DEFAULT_TOLERANCES[metric]
     metric_obj.check_tolerance(float(tolerance))
     return MetricSetting(metric_obj, float(tolerance), task, None)
+
+
+PRECISION_SETS: tuple[tuple[str, ...], ...] = (("int8", "fp32"), ("int8", "fp16", "fp32"))
+
+
+def check_precisions(precisions: str | Sequence[str]) -> tuple[str, ...]:
+    """``precisions`` (``"int8,fp16,fp32"`` or a sequence) as a tuple lowest first, if it is a supported set."""
+    levels = tuple(p.strip().lower() for p in (precisions.split(",") if isinstance(precisions, str) else precisions))
+    if levels not in PRECISION_SETS:
+        choices = " or ".join(",".join(s) for s in PRECISION_SETS)
+        raise InputError(f"unknown --precisions '{','.join(levels)}'; choose {choices}")
+    return levels
 
 
 def check_options(

@@ -38,6 +38,7 @@ from precision_lab.settings import (
     MetricSetting,
     SweepOptions,
     check_options,
+    check_precisions,
     resolve_metric,
 )
 from precision_lab.verification import VerificationRound, tighten_tolerance
@@ -88,6 +89,7 @@ def sweep(
     jobs: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
+    precisions: Sequence[str] = ("int8", "fp32"),
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -104,7 +106,10 @@ def sweep(
     objects); synthetic data when neither ``data`` nor ``data_loader_script`` is given; labels (for ``accuracy``
     and custom metrics that take them) from ``labels`` or the loader script; every output judged
     (``judge_outputs`` names the ones that decide; an output named by an ``output_slices`` entry is judged too);
-    output in ``reports/<model name>/``, resuming a journal found there.
+    output in ``reports/<model name>/``, resuming a journal found there. ``precisions``: ``("int8", "fp32")``
+    (default: a layer is INT8 or FP32, every other node FP32) or ``("int8", "fp16", "fp32")`` (an INT8 + FP16
+    engine: every node not INT8 runs FP16, emulated, except the nodes the plan keeps FP32; the plan is 1-minimal
+    at both levels).
     """
     started = time.perf_counter()
     options = SweepOptions(
@@ -115,7 +120,7 @@ def sweep(
         until_verified=until_verified, seed=seed, input_shapes=input_shapes, output_slices=tuple(output_slices),
         judge_outputs=tuple(judge_outputs), sensitivity=sensitivity, backend=backend,
         backend_options=backend_options, resume=resume, progress=progress, search=search, jobs=jobs,
-        executor=executor, ray_address=ray_address,
+        executor=executor, ray_address=ray_address, precisions=check_precisions(precisions),
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,
@@ -144,7 +149,7 @@ def sweep(
 
 
 def _warn_noise_floor(session: Session, tolerance: float) -> None:
-    everything = PrecisionPlan.fp32(session.names)
+    everything = session.everything_fp32
     if session.evaluator.key(everything) in session.evaluator.journal:
         record = session.evaluator.record(everything)
         warn_noise_floor(session.evaluator.metric, tolerance, record, session.reference, session.slices)
@@ -163,7 +168,15 @@ def _search(session: Session, options: SweepOptions) -> MinimalPlan:
             session.prepared, session.builder, session.candidates, session.dataset.eval, slices=session.slices
         ),
     )
-    found = evaluator.drive(SEARCHES[options.search](context))
+    if session.three_level:
+        from precision_lab.search.levels import three_level_search
+
+        strategy = three_level_search(
+            context, SEARCHES[options.search], session.builder.fp32_candidates, session.fp16_closeness()
+        )
+    else:
+        strategy = SEARCHES[options.search](context)
+    found = evaluator.drive(strategy)
     if found.status == "unattainable":
         metric = evaluator.metric
         raise UnattainableToleranceError(
@@ -177,7 +190,7 @@ def _search_until_verified(session: Session, options: SweepOptions, setting: Met
     """The search, then the plan on the verification feeds; with ``until_verified``, more searches at stricter
     tolerances while the plan fails there (at most :data:`MAX_VERIFY_ROUNDS`)."""
     evaluator, verifier, metric = session.evaluator, session.verifier, setting.metric
-    everything = PrecisionPlan.fp32(session.names)
+    everything = session.everything_fp32
     tolerance = setting.tolerance
     if setting.max_drop is not None:  # judged by the drop from the FP32 model's own score
         (fp32_score,) = evaluator.evaluate([everything], "baseline")
@@ -211,3 +224,16 @@ def _search_until_verified(session: Session, options: SweepOptions, setting: Met
         search_tolerance = stricter
     evaluator.progress.finish(metric.name, found.outcome.value, tolerance)
     return SearchRun(found, tolerance, search_tolerance, tuple(rounds), verify_outcomes, verify_tolerance)
+
+
+class _CallableModule(type(logging)):
+    """This module, callable as :func:`sweep`: importing ``precision_lab.sweep`` (the CLI does) makes the package
+    attribute ``precision_lab.sweep`` this module, and ``precision_lab.sweep(...)`` must still run a sweep."""
+
+    def __call__(self, *args, **kwargs) -> SweepResult:
+        return sweep(*args, **kwargs)
+
+
+import sys  # noqa: E402
+
+sys.modules[__name__].__class__ = _CallableModule

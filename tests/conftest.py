@@ -58,23 +58,28 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["precision-lab", *args], code, out.getvalue(), err.getvalue())
 
 
-@pytest.fixture(scope="session")
-def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
-    """Every sample model swept once (CLI, real data folder, expected recipe/tolerance): name -> out dir."""
-    root = tmp_path_factory.mktemp("sample_sweeps")
+def sweep_sample_models(root: Path, expected: dict, names, *extra: str) -> dict[str, Path]:
+    """Sweep each sample model of ``names`` once (CLI, real data folder, its expected recipe and tolerance, plus
+    ``extra`` options) into ``root``: name -> out dir."""
     outs = {}
-    for name in SAMPLE_NAMES:
-        expected = EXPECTED[f"{name}.onnx"]
+    for name in names:
+        entry = expected[f"{name}.onnx"]
         model = SAMPLES / f"{name}.onnx"
         data = write_random_feeds(model, root / f"{name}_data")
         out = root / name
         proc = run_in_process(
             "sweep", str(model), "--data", str(data), "--out", str(out), "--quiet",
-            "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]),
+            "--recipe", entry["recipe"], "--tolerance", str(entry["tolerance"]), *extra,
         )
         assert proc.returncode == 0, proc.stderr
         outs[name] = out
     return outs
+
+
+@pytest.fixture(scope="session")
+def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
+    """Every sample model swept once (CLI, real data folder, expected recipe/tolerance): name -> out dir."""
+    return sweep_sample_models(tmp_path_factory.mktemp("sample_sweeps"), EXPECTED, SAMPLE_NAMES)
 
 
 # --- real-model figures in the log ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from precision_lab.settings import (
     MetricSetting,
     SweepOptions,
     check_options,
+    check_target_gpu,
     resolve_metric,
 )
 from precision_lab.verification import VerificationRound, tighten_tolerance
@@ -88,6 +89,7 @@ def sweep(
     jobs: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
+    target_gpu: str = "H100 SXM",
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -104,7 +106,8 @@ def sweep(
     objects); synthetic data when neither ``data`` nor ``data_loader_script`` is given; labels (for ``accuracy``
     and custom metrics that take them) from ``labels`` or the loader script; every output judged
     (``judge_outputs`` names the ones that decide; an output named by an ``output_slices`` entry is judged too);
-    output in ``reports/<model name>/``, resuming a journal found there.
+    output in ``reports/<model name>/``, resuming a journal found there. ``target_gpu`` (default ``"H100 SXM"``,
+    a name of ``precision_lab.cost.GPUS``) is the GPU whose roofline estimates each plan's cost.
     """
     started = time.perf_counter()
     options = SweepOptions(
@@ -115,7 +118,7 @@ def sweep(
         until_verified=until_verified, seed=seed, input_shapes=input_shapes, output_slices=tuple(output_slices),
         judge_outputs=tuple(judge_outputs), sensitivity=sensitivity, backend=backend,
         backend_options=backend_options, resume=resume, progress=progress, search=search, jobs=jobs,
-        executor=executor, ray_address=ray_address,
+        executor=executor, ray_address=ray_address, target_gpu=check_target_gpu(target_gpu),
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,

@@ -20,7 +20,7 @@ from precision_lab.session import Session
 from precision_lab.settings import SweepOptions
 from precision_lab.verification import VerificationRound, generalization_notice
 
-__all__ = ["SearchRun", "assemble_result", "layer_table", "verified_plan", "plan_costs", "COST_NOTE"]
+__all__ = ["COST_NOTE", "SearchRun", "assemble_result", "layer_table", "plan_costs", "verified_plan"]
 
 log = logging.getLogger("precision_lab")
 

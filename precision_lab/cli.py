@@ -251,11 +251,11 @@ def _print_cost(cost: dict) -> None:
         print(f"  cost: no estimate ({cost['error']})")
         return
     plan, measured = cost["plan"], cost.get("measured", {})
-    line = (f"  cost on {cost['gpu']} (roofline estimate): {plan['relative_to_all_fp16']:.3g}x all-FP16, "
-            f"{plan['relative_to_all_int8']:.3g}x all-INT8 (lower bound {plan['seconds'] * 1e6:.3g} us)")
+    line = (f"  cost on {cost['gpu']} (roofline estimate): {plan['relative_to_all_fp16']:#.3g}x all-FP16, "
+            f"{plan['relative_to_all_int8']:#.3g}x all-INT8 (lower bound {plan['seconds'] * 1e6:.3g} us)")
     if measured:
         line += f"; measured {measured['plan_ms']:.4g} ms" + (
-            f" ({measured['relative_to_all_int8']:.3g}x all-INT8)" if "relative_to_all_int8" in measured else "")
+            f" ({measured['relative_to_all_int8']:#.3g}x all-INT8)" if "relative_to_all_int8" in measured else "")
     print(line)
 
 

@@ -141,10 +141,11 @@ def test_every_evaluated_plan_has_an_estimated_cost(swept):
 def test_the_terminal_prints_one_cost_line(swept):
     lines = [line for line in swept.stdout.splitlines() if "cost on" in line]
     cost = swept.plan["cost"]
-    assert lines == [
-        f"  cost on A100 SXM 80GB (roofline estimate): {cost['relative_to_all_fp16']:.3g}x all-FP16, "
-        f"{cost['relative_to_all_int8']:.3g}x all-INT8 (lower bound {cost['seconds'] * 1e6:.3g} us)"
-    ]
+    expected = (
+        f"  cost on A100 SXM 80GB (roofline estimate): {cost['relative_to_all_fp16']:#.3g}x all-FP16, "
+        f"{cost['relative_to_all_int8']:#.3g}x all-INT8 (lower bound {cost['seconds'] * 1e6:.3g} us)"
+    )
+    assert lines == [expected]
 
 
 def test_sensitivity_csv_has_the_precision_of_each_layer(swept):
@@ -194,6 +195,7 @@ def test_layers_and_the_report_show_three_level_precisions(swept, prepared):
     )
     assert dict(zip(three.layers["name"], three.layers["precision"]))["conv3"] == "fp16"
     html = render_report(three)
+    assert "<p>Run <b>1</b> layers in FP16 and <b>2</b> nodes in FP32" in html
     table = html[html.index("<table id=plan>"):]
     table = table[: table.index("</table>")]
     for name, precision, op in (("conv6", "FP32", "Conv"), (island, "FP32", "Relu"), ("conv3", "FP16", "Conv")):

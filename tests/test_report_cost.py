@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SAMPLES, run_in_process, write_random_feeds
 from test_report import browser, open_report  # noqa: F401 - fixtures used by name
 
@@ -56,14 +55,14 @@ def test_pareto_chart_renders_with_one_marker_per_evaluated_plan(cost_sweep, ope
         assert label in state["texts"], (label, state["texts"])
     cost = plan["cost"]
     text = opened.text
-    assert f"the plan costs {cost['relative_to_all_fp16']:.3g}× all FP16 and {cost['relative_to_all_int8']:.3g}× all INT8" in text
+    assert f"the plan costs {cost['relative_to_all_fp16']:#.3g}× all FP16 and {cost['relative_to_all_int8']:#.3g}× all INT8" in text
     rows = page.evaluate("() => Array.from(document.querySelectorAll('#cost tr')).slice(1).map(r => r.cells[0].innerText + '|' + r.cells[1].innerText)")
     assert rows == [
-        f"the plan|{cost['relative_to_all_fp16']:.3g}×",
-        f"all INT8|{cost['baselines']['all_int8']:.3g}×",
-        "all FP16|1×",
-        f"all FP32|{cost['baselines']['all_fp32']:.3g}×",
+        f"the plan|{cost['relative_to_all_fp16']:#.3g}×",
+        f"all INT8|{cost['baselines']['all_int8']:#.3g}×",
+        "all FP16|1.00×",
+        f"all FP32|{cost['baselines']['all_fp32']:#.3g}×",
     ]
     cards = page.locator(".headline .card .big").all_inner_texts()
-    assert cards[-1] == f"{cost['relative_to_all_fp16']:.3g}×"
+    assert cards[-1] == f"{cost['relative_to_all_fp16']:#.3g}×"
     page.locator("img#pareto").screenshot(path=str(opened.screenshot("report_cost.png").with_name("pareto.png")))

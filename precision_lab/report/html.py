@@ -149,10 +149,18 @@ def _plan_section(result: SweepResult) -> str:
     commands.append(("ONNX Runtime (Python)", onnxruntime_snippet(plan_onnx, one_line=False)))
     build = "".join(f"<h4>{_e(title)}</h4><pre>{_e(command)}</pre>" for title, command in commands)
     return (
-        f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
-        f"run INT8. Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, tolerance))}</b> "
+        (
+            f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
+            "run INT8." if not three_level else
+            f"<p>Run <b>{len(precisions.fp16_layers)}</b> layers in FP16 and <b>{len(plan.fp32_layers)}</b> nodes in "
+            f"FP32 ({len(result.layer_results)} INT8 candidates); the rest of the candidates run INT8 and every other "
+            "node FP16."
+        )
+        + f" Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, tolerance))}</b> "
         f"({'passes' if plan.passed else 'FAILS'} tolerance {_e(_num(tolerance))}). Each "
-        "FP32 layer is needed: returning any one of them to INT8 was evaluated and fails"
+        + ("FP32 layer is needed: returning any one of them to INT8" if not three_level else
+           "of them is needed: returning any one a level down (FP16 to INT8, FP32 to FP16)")
+        + " was evaluated and fails"
         + (
             f" the stricter search tolerance <b>{_e(_num(searched))}</b>, used because the plan found at "
             f"{_e(_num(tolerance))} did not hold on the verification feeds.</p>"
@@ -187,21 +195,21 @@ def _cost_section(result: SweepResult) -> str:
         relative = plan["relative_to_all_fp16"] if role == "plan" else baselines[role]
         value = values.get(role, evaluated.get(keys.get(role)))
         shown = "not evaluated" if value is None else _num(float(value), float(result.metric["tolerance"]))
-        rows.append(_row([_e(label), f"{relative:.3g}×", _e(_duration(seconds[role])), _e(shown)]))
+        rows.append(_row([_e(label), f"{relative:#.3g}×", _e(_duration(seconds[role])), _e(shown)]))
     share = plan["seconds_by_precision"]
     total = sum(share.values()) or 1.0
     split = ", ".join(f"{p.upper()} {100 * t / total:.0f} %" for p, t in sorted(share.items()))
     measured = cost.get("measured", {})
     measured_text = ""
     if measured:
-        ratios = "; ".join(f"{measured[f'relative_to_{r}']:.3g}× {BASELINE_LABELS[r]}" for r in ("all_fp16", "all_int8")
+        ratios = "; ".join(f"{measured[f'relative_to_{r}']:#.3g}× {BASELINE_LABELS[r]}" for r in ("all_fp16", "all_int8")
                            if f"relative_to_{r}" in measured)
         measured_text = (f"<p><b>Measured</b> by the {_e(result.backend)} backend (median latency of one inference): "
                          f"the plan {measured['plan_ms']:.4g} ms" + (f" ({_e(ratios)})" if ratios else "") + ".</p>")
     points = len(pareto_points(result))
     return (
-        f"<p>Estimated on <b>{_e(cost['gpu'])}</b>: the plan costs <b>{plan['relative_to_all_fp16']:.3g}×</b> all FP16 "
-        f"and <b>{plan['relative_to_all_int8']:.3g}×</b> all INT8. Every node the plan does not run INT8 or name runs "
+        f"<p>Estimated on <b>{_e(cost['gpu'])}</b>: the plan costs <b>{plan['relative_to_all_fp16']:#.3g}×</b> all FP16 "
+        f"and <b>{plan['relative_to_all_int8']:#.3g}×</b> all INT8. Every node the plan does not run INT8 or name runs "
         f"{_e(cost['default'].upper())}; FP32 is true FP32 (as the exports build it, without TF32). Of the plan's "
         f"estimated time: {_e(split)}. The estimate is a {_e(cost['note'])}.</p>"
         + measured_text
@@ -384,8 +392,8 @@ def _cost_card(result: SweepResult) -> str:
         return ""
     return (
         f'<div class="card"><div class="label">estimated cost</div><div class="big">'
-        f'{cost["plan"]["relative_to_all_fp16"]:.3g}×</div><div class="label">all FP16 on {_e(cost["gpu"])}; '
-        f'{cost["plan"]["relative_to_all_int8"]:.3g}× all INT8</div></div>'
+        f'{cost["plan"]["relative_to_all_fp16"]:#.3g}×</div><div class="label">all FP16 on {_e(cost["gpu"])}; '
+        f'{cost["plan"]["relative_to_all_int8"]:#.3g}× all INT8</div></div>'
     )
 
 

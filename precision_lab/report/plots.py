@@ -302,7 +302,7 @@ def plot_pareto(result: SweepResult, *, ax=None):
     if plan.key in rows and math.isfinite(plan.value):
         i = rows[plan.key]
         star = ax.scatter([x.iloc[i]], [values.iloc[i]], marker="*", s=260, color="gold", edgecolor="k", zorder=4,
-                          label=f"plan: {cost['plan']['relative_to_all_fp16']:.3g}× all-FP16")
+                          label=f"plan: {cost['plan']['relative_to_all_fp16']:#.3g}× all-FP16")
         star.set_gid("pareto-plan")
     ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label=f"tolerance {tolerance:g}")
     if log:

@@ -136,8 +136,11 @@ def plan_costs(session: Session, found: MinimalPlan, records: Sequence[Evaluatio
     except ValueError as exc:
         log.warning("no cost estimate: %s", exc)
         return {"error": str(exc)}
-    fp16_plan = PrecisionPlan((name, FP16) for name in session.names)
-    roles = {"all_int8": found.all_int8.key, "all_fp16": next((r.key for r in records if r.plan == fp16_plan), None),
+
+    def all_fp16(record: Evaluation) -> bool:  # every candidate FP16, nothing FP32 (however many nodes it names)
+        return set(record.plan.values()) == {FP16} and set(session.names) <= set(record.plan)
+
+    roles = {"all_int8": found.all_int8.key, "all_fp16": next((r.key for r in records if all_fp16(r)), None),
              "all_fp32": found.all_fp32.key}
     plan_cost = costs["plan"]
     return {

@@ -212,6 +212,9 @@ def test_measured_latency_replaces_the_estimate_when_the_backend_measures_it(swe
         dataclasses.replace(r, seconds=r.seconds | {"latency_ms": 1.0 + 0.1 * len(r.fp32_layers)})
         for r in result.evaluation_records
     )
+    all_fp16 = dataclasses.replace(records[0], key="fp16", fp32_layers=(), precisions={n: "fp16" for n in names},
+                                   seconds={"latency_ms": 2.0})
+    records += (all_fp16,)
     by_key = {r.key: r for r in records}
     found = SimpleNamespace(
         plan=result.plan.plan,
@@ -222,9 +225,13 @@ def test_measured_latency_replaces_the_estimate_when_the_backend_measures_it(swe
     cost = plan_costs(_fake_session(names, model), found, records, SweepOptions())
     measured = cost["measured"]
     assert measured["plan_ms"] == pytest.approx(1.2) and measured["all_int8_ms"] == pytest.approx(1.0)
-    assert measured["relative_to_all_int8"] == pytest.approx(1.2) and "relative_to_all_fp16" not in measured
+    assert measured["relative_to_all_int8"] == pytest.approx(1.2)
+    assert measured["relative_to_all_fp16"] == pytest.approx(0.6) and cost["roles"]["all_fp16"] == "fp16"
     assert cost_document(cost)["measured"] == measured
     assert cost["gpu"] == "H100 SXM" and cost["evaluations"].keys() == by_key.keys()
+    assert cost["evaluations"]["fp16"] > 1  # two levels: the nodes around the FP16 candidates run FP32
+    three_level = plan_costs(_fake_session(names, model), found, records, SweepOptions(precisions=("int8", "fp16", "fp32")))
+    assert three_level["default"] == "fp16" and three_level["evaluations"]["fp16"] == pytest.approx(1.0)
     three = dataclasses.replace(result, evaluation_records=records, cost=cost)
     assert three.evaluations["latency_ms"].notna().all()
     assert "<b>Measured</b> by the onnxrt backend" in render_report(three)

@@ -409,7 +409,7 @@ class SweepResult:
     def plot_pareto(self, *, ax=None):
         """Metric value against estimated cost relative to all-FP16 for every evaluated plan, the Pareto front,
         the tolerance and the chosen plan; drawn on ``ax`` (default: a new figure). Returns the matplotlib
-        Axes."""
+        Figure."""
         from precision_lab.report.plots import plot_pareto
 
         return plot_pareto(self, ax=ax)

@@ -214,7 +214,7 @@ def _cost_section(result: SweepResult) -> str:
         f"estimated time: {_e(split)}. The estimate is a {_e(cost['note'])}.</p>"
         + measured_text
         + "<table id=cost>" + "".join(rows) + "</table>"
-        + _figure_img(plot_pareto(result).figure, f"metric against estimated cost for {points} evaluated plans",
+        + _figure_img(plot_pareto(result), f"metric against estimated cost for {points} evaluated plans",
                       f' id="pareto" data-points="{points}"')
     )
 

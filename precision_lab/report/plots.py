@@ -254,11 +254,12 @@ BASELINE_LABELS = {"all_int8": "all INT8", "all_fp16": "all FP16", "all_fp32": "
 
 
 @_plain_text
-def plot_pareto(result: SweepResult, *, ax=None):
+def plot_pareto(result: SweepResult, *, ax=None) -> Figure:
     """Metric value against estimated cost relative to all-FP16 (the roofline of ``result.cost``) for every
     evaluated plan: passing plans green, failing red, the Pareto front (no plan is both cheaper and better) as a
     line, the baselines named, the chosen plan as a star and the tolerance dashed. Drawn on ``ax`` (default: a
-    new Figure); returns the Axes. The point collections carry SVG ids ``pareto-pass`` / ``pareto-fail``."""
+    new Figure); returns the Figure, like the other plots. The point collections carry SVG ids
+    ``pareto-pass`` / ``pareto-fail``."""
     if ax is None:
         ax = Figure(figsize=(8, 4.2), layout="constrained").add_subplot()
     cost, metric = result.cost, result.metric
@@ -267,7 +268,7 @@ def plot_pareto(result: SweepResult, *, ax=None):
             "this result was saved before costs were estimated")
         ax.text(0.5, 0.5, f"no cost estimate: {why}", ha="center", va="center", wrap=True, transform=ax.transAxes)
         ax.set_axis_off()
-        return ax
+        return ax.figure
     frame = pareto_points(result)
     x = frame["estimated_cost"].astype(float)
     values = frame["value"].astype(float)
@@ -311,4 +312,4 @@ def plot_pareto(result: SweepResult, *, ax=None):
     ax.set_ylabel(ylabel)
     ax.set_title(f"Accuracy against cost ({len(frame)} evaluated plans)", fontsize=10)
     ax.legend(fontsize=8)
-    return ax
+    return ax.figure

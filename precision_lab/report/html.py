@@ -209,7 +209,7 @@ def _cost_section(result: SweepResult) -> str:
     points = len(pareto_points(result))
     return (
         f"<p>Estimated on <b>{_e(cost['gpu'])}</b>: the plan costs <b>{plan['relative_to_all_fp16']:#.3g}×</b> all FP16 "
-        f"and <b>{plan['relative_to_all_int8']:#.3g}×</b> all INT8. Every node the plan does not run INT8 or name runs "
+        f"and <b>{plan['relative_to_all_int8']:#.3g}×</b> all INT8. Nodes that the plan neither runs INT8 nor names run "
         f"{_e(cost['default'].upper())}; FP32 is true FP32 (as the exports build it, without TF32). Of the plan's "
         f"estimated time: {_e(split)}. The estimate is a {_e(cost['note'])}.</p>"
         + measured_text

@@ -133,7 +133,7 @@ def plan_costs(session: Session, found: MinimalPlan, records: Sequence[Evaluatio
         plans = {"all_int8": PrecisionPlan(), "all_fp16": coster.everything(FP16), "all_fp32": coster.everything(FP32)}
         costs = {role: coster.cost(p) for role, p in plans.items()} | {"plan": coster.cost(plan)}
         evaluations = {r.key: relative_cost(coster.cost(r.plan), reference) for r in records}
-    except ValueError as exc:
+    except (ValueError, ArithmeticError, LookupError, TypeError) as exc:  # an estimate never costs the sweep
         log.warning("no cost estimate: %s", exc)
         return {"error": str(exc)}
 

@@ -132,6 +132,21 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     return fig
 
 
+def _metric_axis(frame, metric: dict):
+    """The ``value`` column of ``frame`` as drawn, the axis label, and the floor zeros are drawn at (``None``:
+    a linear axis). A log axis when the values span two decades or more; zeros (e.g. all FP32) cannot sit on a
+    log axis, so they are drawn on a floor and the label says so."""
+    values = frame["value"].astype(float)
+    ylabel = metric["name"]
+    if not _use_log(list(values) + [metric["tolerance"]], metric["direction"] == "lower"):
+        return values, ylabel, None
+    positive = values[values > 0]
+    floor = float(positive.min()) / 3 if len(positive) else 1e-6
+    if (values <= 0).any():
+        ylabel += f" (0 drawn at {floor:.1g})"
+    return values.clip(lower=floor), ylabel, floor
+
+
 @_plain_text
 def plot_tradeoff(result: SweepResult) -> Figure:
     """Metric value against the number of FP32 layers for every evaluated plan of the baselines and the search,
@@ -141,15 +156,8 @@ def plot_tradeoff(result: SweepResult) -> Figure:
     metric = result.metric
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
-    values = frame["value"].astype(float)
-    log = _use_log(list(values) + [metric["tolerance"]], metric["direction"] == "lower")
-    ylabel = metric["name"]
-    if log:  # zeros (e.g. all FP32) cannot sit on a log axis: draw them on a floor and say so
-        positive = values[values > 0]
-        floor = float(positive.min()) / 3 if len(positive) else 1e-6
-        if (values <= 0).any():
-            ylabel += f" (0 drawn at {floor:.1g})"
-        values = values.clip(lower=floor)
+    values, ylabel, floor = _metric_axis(frame, metric)
+    log = floor is not None
     passed = frame["passed"].astype(bool)
     ax.scatter(frame["num_fp32"][~passed], values[~passed], color=_FP32, label="fails", zorder=3)
     ax.scatter(frame["num_fp32"][passed], values[passed], color=_PASS, label="passes", zorder=3)
@@ -271,16 +279,9 @@ def plot_pareto(result: SweepResult, *, ax=None) -> Figure:
         return ax.figure
     frame = pareto_points(result)
     x = frame["estimated_cost"].astype(float)
-    values = frame["value"].astype(float)
     tolerance = float(metric["tolerance"])
-    log = _use_log(list(values) + [tolerance], metric["direction"] == "lower")
-    ylabel, floor = metric["name"], None
-    if log:
-        positive = values[values > 0]
-        floor = float(positive.min()) / 3 if len(positive) else 1e-6
-        if (values <= 0).any():
-            ylabel += f" (0 drawn at {floor:.1g})"
-        values = values.clip(lower=floor)
+    values, ylabel, floor = _metric_axis(frame, metric)
+    log = floor is not None
     passed = frame["passed"].astype(bool)
     fails = ax.scatter(x[~passed], values[~passed], color=_FP32, s=22, alpha=0.8, label="fails", zorder=3)
     passes = ax.scatter(x[passed], values[passed], color=_PASS, s=22, alpha=0.8, label="passes", zorder=3)

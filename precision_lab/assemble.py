@@ -13,14 +13,14 @@ from pathlib import Path
 
 from precision_lab.evaluator import Evaluator
 from precision_lab.model import constant_inputs_to_json
-from precision_lab.precisions import INT8
+from precision_lab.precisions import FP16, FP32, INT8, PrecisionPlan
 from precision_lab.results import Evaluation, LayerSensitivity, SweepResult, VerifiedPlan
 from precision_lab.search import MinimalPlan, Outcome
 from precision_lab.session import Session
 from precision_lab.settings import SweepOptions
 from precision_lab.verification import VerificationRound, generalization_notice
 
-__all__ = ["SearchRun", "assemble_result", "layer_table", "verified_plan"]
+__all__ = ["COST_NOTE", "SearchRun", "assemble_result", "layer_table", "plan_costs", "verified_plan"]
 
 log = logging.getLogger("precision_lab")
 
@@ -108,6 +108,76 @@ def verified_plan(session: Session, found: MinimalPlan) -> VerifiedPlan:
         },
         precisions={} if plan.is_binary else plan.to_json(),
     )
+
+
+COST_NOTE = (
+    "roofline estimate from dense peak rates and memory bandwidth: no kernel fusion, launch overhead or tactic "
+    "choice, so the seconds are a lower bound; compare plans by their relative cost"
+)
+
+
+def _measured(records: Mapping[str, Evaluation], roles: Mapping[str, str | None], plan_key: str) -> dict:
+    """Median latencies (ms) the backend measured for the plan and the baselines, and the plan's relative to
+    them ({} when the backend measures none)."""
+    latency = {role: records[key].seconds.get("latency_ms") for role, key in
+               {"plan": plan_key, **roles}.items() if key in records}
+    latency = {role: ms for role, ms in latency.items() if ms}
+    if "plan" not in latency:
+        return {}
+    measured = {f"{role}_ms": ms for role, ms in latency.items()}
+    for role in ("all_fp16", "all_int8"):
+        if role in latency:
+            measured[f"relative_to_{role}"] = latency["plan"] / latency[role]
+    return measured
+
+
+def plan_costs(session: Session, found: MinimalPlan, records: Sequence[Evaluation], options: SweepOptions) -> dict:
+    """The ``cost`` of a result: every evaluated plan's estimated time relative to all-FP16 on the target GPU,
+    the plan's against all-FP16 and all-INT8, and the latency the backend measured when it measures one. When
+    the model cannot be estimated (a tensor without a static shape), ``{"error": why}`` and one warning."""
+    from precision_lab.cost import PlanCoster, gpu_named, relative_cost
+
+    plan = found.plan
+    default = FP16 if FP16 in options.precisions else FP32
+    gpu = gpu_named(options.target_gpu)
+    try:
+        coster = PlanCoster(session.prepared, candidates=session.names, gpu=gpu, default=default, fp32_mode=FP32)
+        reference = coster.cost(coster.everything(FP16))
+        plans = {"all_int8": PrecisionPlan(), "all_fp16": coster.everything(FP16), "all_fp32": coster.everything(FP32)}
+        costs = {role: coster.cost(p) for role, p in plans.items()} | {"plan": coster.cost(plan)}
+        evaluations = {r.key: relative_cost(coster.cost(r.plan), reference) for r in records}
+    except (ValueError, ArithmeticError, LookupError, TypeError) as exc:  # an estimate never costs the sweep
+        log.warning("no cost estimate: %s", exc)
+        return {"error": str(exc)}
+
+    def all_fp16(record: Evaluation) -> bool:  # every candidate FP16, nothing FP32 (however many nodes it names)
+        return set(record.plan.values()) == {FP16} and set(session.names) <= set(record.plan)
+
+    roles = {"all_int8": found.all_int8.key, "all_fp16": next((r.key for r in records if all_fp16(r)), None),
+             "all_fp32": found.all_fp32.key}
+    plan_cost = costs["plan"]
+    return {
+        "gpu": gpu.name,
+        "fp32_mode": FP32,
+        "default": default,
+        "reference": "all_fp16",
+        "note": COST_NOTE,
+        "plan": {
+            "relative_to_all_fp16": relative_cost(plan_cost, reference),
+            "relative_to_all_int8": relative_cost(plan_cost, costs["all_int8"]),
+            "seconds": plan_cost.seconds,
+            "seconds_by_precision": plan_cost.by_precision(),
+        },
+        "baselines": {role: relative_cost(costs[role], reference) for role in plans},
+        "seconds": {role: cost.seconds for role, cost in costs.items()},
+        "layers": {
+            layer.name: {"op_type": layer.op_type, "precision": layer.precision, "seconds": layer.seconds}
+            for layer in plan_cost.layers if layer.name in plan
+        },
+        "roles": roles,
+        "evaluations": evaluations,
+        "measured": _measured({r.key: r for r in records}, roles, found.outcome.key),
+    }
 
 
 def _interval(records: Mapping[str, Evaluation], key: str, session: Session) -> list[float] | None:
@@ -239,6 +309,7 @@ def assemble_result(
         confidence=confidence,
         notices=notices,
         precision_levels=tuple(options.precisions),
+        cost=plan_costs(session, found, records, options),
     )
 
 

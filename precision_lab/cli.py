@@ -131,6 +131,12 @@ def _build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {entry.summary}" for name, entry in BACKENDS.items()),
     )
     add_backend_arguments(backend)
+    from precision_lab.cost import DEFAULT_GPU, GPUS
+
+    backend.add_argument(
+        "--target-gpu", default=DEFAULT_GPU, metavar="NAME",
+        help=f"GPU whose roofline estimates each plan's cost (default {DEFAULT_GPU}): {', '.join(GPUS)}",
+    )
     search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
     search.add_argument(
         "--jobs", "-j", type=int, default=1,
@@ -246,10 +252,27 @@ def _print_sweep(result, top: int) -> None:
     else:
         print(f"Plan: everything INT8 (all-INT8 passes) -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}")
     _print_verdict(result)
+    _print_cost(result.cost)
     print(
         f"{len(result.evaluation_records) + len(result.verification_records)} evaluations, {result.wall_seconds:.1f} s. "
         f"Outputs in {result.out_dir}/ (plan.json, plan.onnx, sensitivity.csv, report.html)"
     )
+
+
+def _print_cost(cost: dict) -> None:
+    """One line: the plan's cost against all-FP16 and all-INT8 (measured when the backend measures latency)."""
+    if not cost:
+        return
+    if "error" in cost:
+        print(f"  cost: no estimate ({cost['error']})")
+        return
+    plan, measured = cost["plan"], cost.get("measured", {})
+    line = (f"  cost on {cost['gpu']} (roofline estimate): {plan['relative_to_all_fp16']:#.3g}x all-FP16, "
+            f"{plan['relative_to_all_int8']:#.3g}x all-INT8 (lower bound {plan['seconds'] * 1e6:.3g} us)")
+    if measured:
+        line += f"; measured {measured['plan_ms']:.4g} ms" + (
+            f" ({measured['relative_to_all_int8']:#.3g}x all-INT8)" if "relative_to_all_int8" in measured else "")
+    print(line)
 
 
 def _print_verdict(result) -> None:
@@ -314,6 +337,7 @@ def _cmd_sweep(args) -> int:
         executor=args.executor,
         ray_address=args.ray_address,
         precisions=args.precisions,
+        target_gpu=args.target_gpu,
     )
     _print_sweep(result, args.top)
     from precision_lab.report.channels import channel_warnings

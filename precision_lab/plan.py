@@ -16,7 +16,9 @@ from precision_lab.errors import InputError
 if TYPE_CHECKING:
     from precision_lab.results import SweepResult
 
-__all__ = ["SCHEMA_VERSION", "plan_document", "read_plan", "apply_plan", "qdq_fp32_path", "emulated_path"]
+__all__ = [
+    "SCHEMA_VERSION", "plan_document", "cost_document", "read_plan", "apply_plan", "qdq_fp32_path", "emulated_path",
+]
 
 SCHEMA_VERSION = 1
 
@@ -75,8 +77,31 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "exports": result.exports or explicit_commands(plan_onnx),
             **({"plan_qdq_fp32_onnx": str(qdq_fp32_path(plan_onnx))} if three_level else {}),
             "quantization": result.quantization,
+            "cost": cost_document(result.cost),
         }
     )
+
+
+def cost_document(cost: dict) -> dict | None:
+    """``plan.json``'s ``cost``: the target GPU, what FP32 means, the plan's estimated time relative to all-FP16
+    and to all-INT8, the baselines relative to all-FP16, the estimate in seconds (a roofline lower bound) and the
+    latencies the backend measured, if any. ``{"error": why}`` when the model could not be estimated; ``None``
+    for results written before costs existed."""
+    if not cost or "error" in cost:
+        return {"error": cost["error"]} if cost else None
+    document = {
+        "gpu": cost["gpu"],
+        "fp32_mode": cost["fp32_mode"],
+        "default_precision": cost["default"],
+        "relative_to_all_fp16": cost["plan"]["relative_to_all_fp16"],
+        "relative_to_all_int8": cost["plan"]["relative_to_all_int8"],
+        "baselines": cost["baselines"],
+        "seconds": cost["plan"]["seconds"],
+        "seconds_note": cost["note"],
+    }
+    if cost.get("measured"):
+        document["measured"] = cost["measured"]
+    return document
 
 
 def read_plan(path: str | os.PathLike) -> dict:

@@ -31,6 +31,7 @@ __all__ = [
     "PRECISION_SETS",
     "check_slices",
     "judged_outputs",
+    "check_target_gpu",
 ]
 
 DEFAULT_TOLERANCES: dict[str, float] = {"rel-l2": 0.05, "cosine": 0.999, "sqnr": 20.0, "top1": 0.99}
@@ -74,6 +75,7 @@ class SweepOptions:
     executor: str = "local"
     ray_address: str | None = None
     precisions: tuple[str, ...] = ("int8", "fp32")  # the precision levels a plan may use, lowest first
+    target_gpu: str = "H100 SXM"  # the GPU of the cost estimate: a name of precision_lab.cost.GPUS
 
 
 @dataclass(frozen=True)
@@ -172,3 +174,14 @@ def judged_outputs(
     if unknown:
         raise InputError(f"--judge-output names {unknown}, but the model's outputs are {list(prepared.output_names)}")
     return tuple(dict.fromkeys([*judge_outputs, *(s.output for s in slices)]))
+
+
+def check_target_gpu(name: str) -> str:
+    """The name in :data:`precision_lab.cost.GPUS` of ``--target-gpu`` ``name`` (case, spaces and dashes do not
+    matter); a one-line :class:`InputError` listing the choices otherwise."""
+    from precision_lab.cost import gpu_named
+
+    try:
+        return gpu_named(name).name
+    except ValueError as exc:
+        raise InputError(f"--target-gpu: {exc}") from None

@@ -39,6 +39,7 @@ from precision_lab.settings import (
     SweepOptions,
     check_options,
     check_precisions,
+    check_target_gpu,
     resolve_metric,
 )
 from precision_lab.verification import VerificationRound, tighten_tolerance
@@ -90,6 +91,7 @@ def sweep(
     executor: str = "local",
     ray_address: str | None = None,
     precisions: Sequence[str] = ("int8", "fp32"),
+    target_gpu: str = "H100 SXM",
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -109,7 +111,8 @@ def sweep(
     output in ``reports/<model name>/``, resuming a journal found there. ``precisions``: ``("int8", "fp32")``
     (default: a layer is INT8 or FP32, every other node FP32) or ``("int8", "fp16", "fp32")`` (an INT8 + FP16
     engine: every node not INT8 runs FP16, emulated, except the nodes the plan keeps FP32; the plan is 1-minimal
-    at both levels).
+    at both levels). ``target_gpu`` (default ``"H100 SXM"``,
+    a name of ``precision_lab.cost.GPUS``) is the GPU whose roofline estimates each plan's cost.
     """
     started = time.perf_counter()
     options = SweepOptions(
@@ -121,6 +124,7 @@ def sweep(
         judge_outputs=tuple(judge_outputs), sensitivity=sensitivity, backend=backend,
         backend_options=backend_options, resume=resume, progress=progress, search=search, jobs=jobs,
         executor=executor, ray_address=ray_address, precisions=check_precisions(precisions),
+        target_gpu=check_target_gpu(target_gpu),
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,

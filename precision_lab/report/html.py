@@ -86,8 +86,11 @@ def _summary(result: SweepResult) -> str:
             + (f"; judged on {_e(', '.join(result.output_slices))}" if result.output_slices else ""),
         ),
         ("All INT8", _e(_num(result.baselines.get("all_int8"), metric["tolerance"]))),
+        *([("All FP16", _e(_num(result.baselines["all_fp16"], metric["tolerance"])))] if "all_fp16" in result.baselines else []),
         ("All FP32", _e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))),
-        ("Plan", f"<b>{_e(_num(result.plan.value, metric['tolerance']))}</b> with {len(result.plan.fp32_layers)} FP32 layers"),
+        ("Plan", f"<b>{_e(_num(result.plan.value, metric['tolerance']))}</b> with "
+         + (f"{len(result.plan.plan.fp16_layers)} FP16 and " if "fp16" in result.precision_levels else "")
+         + f"{len(result.plan.fp32_layers)} FP32 layers"),
         ("Evaluations", f"{len(records)} ({evaluated_seconds:.1f} s evaluating)"),
         ("Wall time", f"{result.wall_seconds:.1f} s (last run)"),
     ]
@@ -144,6 +147,8 @@ def _plan_section(result: SweepResult) -> str:
         "polygraphy_compare": "Compare TensorRT with ONNX Runtime",
         "implicit_trtexec": "TensorRT 10 implicit mode: trtexec",
         "implicit_polygraphy": "TensorRT 10 implicit mode: Polygraphy",
+        "trtexec_implicit": "TensorRT 10 implicit precisions (plan_qdq_fp32.onnx): trtexec",
+        "polygraphy_implicit": "TensorRT 10 implicit precisions (plan_qdq_fp32.onnx): Polygraphy",
     }
     commands = [(titles[key], exports[key]) for key in titles if key in exports]
     commands.append(("ONNX Runtime (Python)", onnxruntime_snippet(plan_onnx, one_line=False)))
@@ -152,9 +157,10 @@ def _plan_section(result: SweepResult) -> str:
         (
             f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
             "run INT8." if not three_level else
-            f"<p>Run <b>{len(precisions.fp16_layers)}</b> layers in FP16 and <b>{len(plan.fp32_layers)}</b> nodes in "
-            f"FP32 ({len(result.layer_results)} INT8 candidates); the rest of the candidates run INT8 and every other "
-            "node FP16."
+            f"<p>Run <b>{len(precisions.fp16_layers)}</b> layer{'s' * (len(precisions.fp16_layers) != 1)} in FP16 and "
+            f"<b>{len(plan.fp32_layers)}</b> node{'s' * (len(plan.fp32_layers) != 1)} in FP32 "
+            f"({result.model.get('candidates', len(result.layer_results))} INT8 candidates); the rest of the candidates "
+            "run INT8 and every other node FP16."
         )
         + f" Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, tolerance))}</b> "
         f"({'passes' if plan.passed else 'FAILS'} tolerance {_e(_num(tolerance))}). Each "
@@ -168,7 +174,14 @@ def _plan_section(result: SweepResult) -> str:
             else ".</p>"
         )
         + table
-        + f"<h3>How to build it</h3><p>The plan is applied as Q/DQ in <code>{_e(plan_onnx)}</code>.</p>"
+        + (
+            f"<h3>How to build it</h3><p>The plan is applied as Q/DQ in <code>{_e(plan_onnx)}</code>.</p>"
+            if not three_level else
+            f"<h3>How to build it</h3><p><code>{_e(plan_onnx)}</code> is one strongly typed network: an FP16 graph "
+            "with Casts around the FP32 nodes and Q/DQ where layers run INT8; its inputs and outputs keep their types. "
+            "The value above was measured on <code>plan_fp16_emulated.onnx</code> (FP16 storage emulated on FP32 "
+            "kernels: ONNX Runtime's CPU has no FP16 kernels for most ops).</p>"
+        )
         + build
     )
 
@@ -397,6 +410,21 @@ def _cost_card(result: SweepResult) -> str:
     )
 
 
+def _plan_card(result: SweepResult) -> str:
+    """The headline's plan size: FP32 layers of the candidates, or for three levels the FP16 and FP32 counts."""
+    plan = result.plan
+    if "fp16" not in result.precision_levels:
+        return (
+            f'<div class="card"><div class="label">keep in FP32</div><div class="big">{len(plan.fp32_layers)} '
+            f'<span class=muted>/ {len(result.layer_results)}</span></div><div class="label">layers</div></div>'
+        )
+    fp16 = len(plan.plan.fp16_layers)
+    return (
+        f'<div class="card"><div class="label">FP16 / FP32</div><div class="big">{fp16} / {len(plan.fp32_layers)}</div>'
+        f'<div class="label">of {result.model.get("candidates", "?")} INT8 candidates; other nodes FP16</div></div>'
+    )
+
+
 def render_report(result: SweepResult) -> str:
     """The HTML text of the report of ``result`` (from saved results only)."""
     from precision_lab import __version__
@@ -406,13 +434,14 @@ def render_report(result: SweepResult) -> str:
     int8_class = "ok" if result.status == "all-int8-passes" else "bad"
     headline = (
         '<div class="headline">'
-        f'<div class="card"><div class="label">keep in FP32</div><div class="big">{len(plan.fp32_layers)} '
-        f'<span class=muted>/ {len(result.layer_results)}</span></div><div class="label">layers</div></div>'
-        f'<div class="card"><div class="label">plan {_e(metric["name"])}</div><div class="big {passed_class}">'
+        + _plan_card(result)
+        + f'<div class="card"><div class="label">plan {_e(metric["name"])}</div><div class="big {passed_class}">'
         f'{_e(_num(plan.value, metric["tolerance"]))}</div><div class="label">tolerance {_e(_num(float(metric["tolerance"])))}</div></div>'
         + _verification_card(result)
         + f'<div class="card"><div class="label">all INT8</div><div class="big {int8_class}">{_e(_num(result.baselines.get("all_int8"), metric["tolerance"]))}</div>'
-        f'<div class="label">all FP32 {_e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))}</div></div>'
+        + '<div class="label">'
+        + ("all FP16 " + _e(_num(result.baselines["all_fp16"], metric["tolerance"])) + " · " if "all_fp16" in result.baselines else "")
+        + f'all FP32 {_e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))}</div></div>'
         f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.evaluation_records) + len(result.verification_records)}</div>'
         f'<div class="label">backend {_e(result.backend)}</div></div>'
         + _cost_card(result)

@@ -27,6 +27,19 @@ __all__ = [
 
 _FP32 = "#d62728"
 _INT8 = "#1f77b4"
+_FP16 = "#ff7f0e"
+_COLORS = {"fp32": _FP32, "fp16": _FP16, "int8": _INT8}
+
+
+def _colors(layers) -> list[str]:
+    """Bar colors by the plan's precision (FP32 red, FP16 orange, INT8 blue)."""
+    precisions = layers["precision"] if "precision" in layers else ["fp32" if f else "int8" for f in layers["fp32"]]
+    return [_FP32 if fp32 else _COLORS.get(p, _INT8) for fp32, p in zip(layers["fp32"], precisions)]
+
+
+def _legend(layers) -> str:
+    kinds = set(layers["precision"]) if "precision" in layers else set()
+    return "red = kept FP32" + (", orange = FP16" if "fp16" in kinds else "")
 _PASS = "#2ca02c"
 
 
@@ -79,7 +92,7 @@ def _with_plan_layers(layers, top: int):
 
 def _floored(values: list[float], log: bool) -> tuple[list[float], float | None]:
     """Non-finite values as 0; on a log axis, values <= 0 drawn at a floor (returned) so they stay visible."""
-    shown = [v if math.isfinite(v) else 0.0 for v in values]
+    shown = [v if math.isfinite(v) else 0.0 for v in values]  # NaN: not measured, drawn hollow by the caller
     if not log:
         return shown, None
     positive = [v for v in shown if v > 0]
@@ -106,9 +119,15 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     fig = Figure(figsize=(8, max(2.5, 0.32 * len(layers) + 1.2)), layout="constrained")
     ax = fig.add_subplot()
     positions = np.arange(len(layers))[::-1]
-    colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
-    ax.barh(positions, shown, color=colors)
-    ax.set_yticks(positions, [f"{name} ({op})" for name, op in zip(layers["name"], layers["op_type"])], fontsize=8)
+    colors = _colors(layers)
+    measured = [v == v for v in raw]  # a plan node that is not an INT8 candidate has no sensitivity: hollow bar
+    ax.barh(positions, shown, color=[c if m else "none" for c, m in zip(colors, measured)], edgecolor=colors,
+            hatch=[None if m else "//" for m in measured])
+    ax.set_yticks(
+        positions,
+        [f"{name} ({op})" + ("" if m else ", not measured") for name, op, m in zip(layers["name"], layers["op_type"], measured)],
+        fontsize=8,
+    )
     if log:
         ax.set_xscale("log")
     if column == "isolate" and tolerance is not None and (tolerance > 0 or not log):
@@ -120,13 +139,13 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
         "signal": "rel-l2 this layer adds in the all-INT8 model (one-pass signal)",
     }
     xlabel = labels[column] + (" (longer = worse)" if quantity != metric["name"] and column != "signal" else "")
-    ax.set_xlabel(xlabel + (f"; 0 drawn at {floor:.1g}" if floor is not None else ""))
+    ax.set_xlabel(xlabel + (f"; 0 and not measured drawn at {floor:.1g}" if floor is not None else ""))
     shown_top = min(top, len(result.layer_results))
     extra = len(layers) - shown_top
     ax.set_title(
         f"Layer sensitivity (top {shown_top} of {len(result.layer_results)}"
         + (f", and {extra} FP32 layer{'s' if extra > 1 else ''} ranked below" if extra > 0 else "")
-        + "; red = kept FP32)",
+        + f"; {_legend(layers)})",
         fontsize=10,
     )
     return fig
@@ -225,14 +244,14 @@ def plot_positions(result: SweepResult) -> Figure:
     shown, floor = _floored(values, log)
     fig = Figure(figsize=(8, 2.8), layout="constrained")
     ax = fig.add_subplot()
-    colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
+    colors = _colors(layers)
     ax.scatter(layers["index"], shown, c=colors, s=18)
     ax.vlines(layers["index"], floor or 0, shown, colors=colors, linewidth=0.6)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("position in the graph (node index, topological order)")
     ax.set_ylabel(f"{quantity} ({column.replace('_', '-')})" + (f"; 0 at {floor:.1g}" if floor is not None else ""))
-    ax.set_title("Where the sensitive layers sit (red = kept FP32)", fontsize=10)
+    ax.set_title(f"Where the sensitive layers sit ({_legend(layers)})", fontsize=10)
     return fig
 
 

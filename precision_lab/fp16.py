@@ -181,7 +181,8 @@ def fp16_plan_model(qdq_model: onnx.ModelProto, fp32_nodes: Iterable[str]) -> on
     initializers shared by FP32 and FP16 nodes get a copy per side, and a ``Cast(FLOAT16) -> Cast(FLOAT)`` pair
     between two FP32 nodes (the converter leaves it when a tensor has several FP32 readers) becomes an
     ``Identity``, and a model's own ``Cast(to=FLOAT)`` of a non-float tensor (e.g. a one-hot's bool) in the FP16
-    region casts to FLOAT16. ``onnx.checker`` (with type inference) accepts the result."""
+    region casts to FLOAT16, and FP16 nodes that read a graph output read its FP16 value (the converter points them
+    at the FP32 output). ``onnx.checker`` (with type inference) accepts the result."""
     from onnx import version_converter
 
     float16 = _converter()
@@ -205,6 +206,7 @@ def fp16_plan_model(qdq_model: onnx.ModelProto, fp32_nodes: Iterable[str]) -> on
         )
     _remove_rounding_pairs(converted)
     _fix_cast_targets(converted)
+    _fix_output_readers(converted, fp32_nodes)
     onnx.checker.check_model(converted, full_check=True)  # with type inference: mixed FP16/FP32 inputs fail
     return converted
 
@@ -251,6 +253,26 @@ def _fix_cast_targets(model: onnx.ModelProto) -> None:
             for attribute in node.attribute:
                 if attribute.name == "to" and attribute.i == _FLOAT:
                     attribute.i = TensorProto.FLOAT16
+
+
+def _fix_output_readers(model: onnx.ModelProto, fp32_nodes: Collection[str]) -> None:
+    """An FP16 node that reads a graph output reads the FP16 tensor the output's ``Cast(FLOAT)`` casts (with
+    ``keep_io_types`` the converter renames the producer's output and leaves its other readers on the FP32
+    output)."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    producer = {out: node for node in graph.node for out in node.output}
+    fp16_source = {}
+    for name in outputs:
+        cast = producer.get(name)
+        if cast is not None and cast.op_type == "Cast" and any(a.name == "to" and a.i == _FLOAT for a in cast.attribute):
+            fp16_source[name] = cast.input[0]
+    for node in graph.node:
+        if node.op_type == "Cast" or not node_runs_fp16(node, fp32_nodes):
+            continue
+        for index, name in enumerate(node.input):
+            if name in fp16_source:
+                node.input[index] = fp16_source[name]
 
 
 def _remove_rounding_pairs(model: onnx.ModelProto) -> None:

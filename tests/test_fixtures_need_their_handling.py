@@ -117,12 +117,16 @@ def test_fp16_shared_initializer_needs_the_copy(monkeypatch):
 
 @pytest.mark.parametrize(
     "handling, message",
-    [("_clear_negative_dims", "differ in dimension"), ("_fix_cast_targets", "Inferred elem type differs")],
+    [
+        ("_clear_negative_dims", "differ in dimension"),
+        ("_fix_cast_targets", "Inferred elem type differs"),
+        ("_fix_output_readers", "inconsistent type"),
+    ],
 )
 def test_fp16_plan_of_exporter_quirks_needs_its_repairs(monkeypatch, handling, message):
     import test_three_level as three
 
-    monkeypatch.setattr(f"precision_lab.fp16.{handling}", lambda model: None)
+    monkeypatch.setattr(f"precision_lab.fp16.{handling}", lambda model, *rest: None)
     from precision_lab.fp16 import fp16_plan_model
 
     with pytest.raises(Exception, match=message):

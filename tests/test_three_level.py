@@ -226,20 +226,23 @@ def test_fp16_plan_keeps_an_island_with_two_readers_in_fp32():
 
 
 def _quirks_model() -> onnx.ModelProto:
-    """Two exporter quirks: a graph output declared with dimension -1 (Paddle), and a ``Cast(to=FLOAT)`` of a
-    boolean (tf2onnx's one-hot), read by an FP16 ``Mul``."""
+    """Three exporter quirks: a graph output declared with dimension -1 (Paddle), a ``Cast(to=FLOAT)`` of a
+    boolean (tf2onnx's one-hot) read by an FP16 ``Mul``, and a graph output (``y``) that another node reads too
+    (a sentence encoder's token embeddings, pooled into its sentence embedding)."""
     from onnx import helper, numpy_helper
 
     nodes = [
         helper.make_node("Equal", ["ids", "three"], ["hot"], name="equal"),
         helper.make_node("Cast", ["hot"], ["hot_f"], name="cast", to=TensorProto.FLOAT),
         helper.make_node("Mul", ["hot_f", "x"], ["y"], name="mul"),
+        helper.make_node("Add", ["y", "x"], ["z"], name="add"),
     ]
     inits = [numpy_helper.from_array(np.array(3, np.int64), "three")]
     graph = helper.make_graph(
         nodes, "quirks",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4]), helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4])], inits,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 4]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -251,8 +254,9 @@ def test_fp16_plan_of_exporter_quirks_passes_the_checker():
     onnx.checker.check_model(plan, full_check=True)
     session = ort.InferenceSession(plan.SerializeToString(), providers=["CPUExecutionProvider"])
     ids, x = np.array([[1, 3, 3, 0]], np.int64), np.array([[1.5, 2.5, -4.0, 8.0]], np.float32)
-    (y,) = session.run(None, {"ids": ids, "x": x})
+    y, z = session.run(None, {"ids": ids, "x": x})
     np.testing.assert_array_equal(y, [[0.0, 2.5, -4.0, 0.0]])
+    np.testing.assert_array_equal(z, [[1.5, 5.0, -8.0, 8.0]])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -19,6 +19,7 @@ from precision_lab.search import MinimalPlan, Outcome
 from precision_lab.session import Session
 from precision_lab.settings import SweepOptions
 from precision_lab.verification import VerificationRound, generalization_notice
+from precision_lab.modelopt_export import CALIBRATION_FILE, modelopt_command
 
 __all__ = ["SearchRun", "assemble_result", "layer_table", "verified_plan"]
 
@@ -205,11 +206,35 @@ def assemble_result(
             "candidates": session.names,
             "ranges": session.ranges.amax,
             "ranges_key": session.ranges.key,
+            **_user_qdq_json(options),
         },
-        exports=session.backend.build_commands(Path(out) / "plan.onnx", out=Path(out), prepared=prepared, plan=found.plan),
+        exports=session.backend.build_commands(Path(out) / "plan.onnx", out=Path(out), prepared=prepared, plan=found.plan)
+        | {"modelopt": _modelopt(session, options, plan.plan)},
         backend_info=session.backend.info() | {"reason": session.backend_reason},
         verification=verification,
         verification_records=verification_records,
         confidence=confidence,
         notices=(notice,) if notice else (),
     )
+
+
+def _modelopt(session: Session, options: SweepOptions, plan) -> str:
+    """The ModelOpt command that rebuilds ``plan`` from the FP32 model (issue 14; docs/modelopt.md)."""
+    calibration = Path(session.out) / CALIBRATION_FILE if session.dataset.calib else None
+    return modelopt_command(
+        session.prepared.path,
+        sorted(plan.high_precision, key=lambda n: next((c.index for c in session.candidates if c.name == n), 0)),
+        calibration_method=options.calibration,
+        calibration_data=calibration,
+        output=Path(session.out) / "plan.modelopt.onnx",
+    )
+
+
+def _user_qdq_json(options: SweepOptions) -> dict:
+    """With ``--qdq-model``: its path and sha256 in ``quantization`` (``apply --qdq-model`` checks them)."""
+    if options.qdq_model is None:
+        return {}
+    import hashlib
+
+    digest = hashlib.sha256(Path(options.qdq_model).read_bytes()).hexdigest()
+    return {"qdq_model": str(options.qdq_model), "qdq_model_sha256": digest}

@@ -71,6 +71,7 @@ class SweepOptions:
     jobs: int = 1
     executor: str = "local"
     ray_address: str | None = None
+    qdq_model: str | os.PathLike | None = None  # the user's Q/DQ model (issue 14): candidates and scales from it
 
 
 @dataclass(frozen=True)

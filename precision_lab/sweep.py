@@ -22,6 +22,7 @@ from precision_lab.criterion import Criterion
 from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DEFAULT_VERIFY_SAMPLES
 from precision_lab.errors import UnattainableToleranceError
 from precision_lab.lock import OutputLock
+from precision_lab.modelopt_export import write_calibration_data
 from precision_lab.noise_floor import warn_noise_floor
 from precision_lab.outdir import prepare_out_dir
 from precision_lab.outputs import write_outputs
@@ -88,6 +89,7 @@ def sweep(
     jobs: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
+    qdq_model: str | os.PathLike | None = None,
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -104,7 +106,9 @@ def sweep(
     objects); synthetic data when neither ``data`` nor ``data_loader_script`` is given; labels (for ``accuracy``
     and custom metrics that take them) from ``labels`` or the loader script; every output judged
     (``judge_outputs`` names the ones that decide; an output named by an ``output_slices`` entry is judged too);
-    output in ``reports/<model name>/``, resuming a journal found there.
+    output in ``reports/<model name>/``, resuming a journal found there. ``qdq_model`` (default none): the
+    user's own Q/DQ model of ``model`` (ModelOpt, ``quantize_static``, QAT export), whose quantized nodes are the
+    candidates, with its scales and no calibration (:mod:`precision_lab.user_qdq`).
     """
     started = time.perf_counter()
     options = SweepOptions(
@@ -115,7 +119,7 @@ def sweep(
         until_verified=until_verified, seed=seed, input_shapes=input_shapes, output_slices=tuple(output_slices),
         judge_outputs=tuple(judge_outputs), sensitivity=sensitivity, backend=backend,
         backend_options=backend_options, resume=resume, progress=progress, search=search, jobs=jobs,
-        executor=executor, ray_address=ray_address,
+        executor=executor, ray_address=ray_address, qdq_model=qdq_model,
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,
@@ -130,6 +134,7 @@ def sweep(
         session = open_session(
             model, out, options, setting=setting, criterion=criterion_obj, slices=slices, op_types=op_types
         )
+        write_calibration_data(session.dataset.calib, out)  # for the ModelOpt command in plan.json
         try:
             run = _search_until_verified(session, options, setting)
         except UnattainableToleranceError:

@@ -1,0 +1,89 @@
+"""The plan in NVIDIA Model Optimizer's vocabulary: the ``python -m modelopt.onnx.quantization`` command that
+rebuilds it from the FP32 model (docs/modelopt.md, sections 2 and 6).
+
+ModelOpt reads each ``--nodes_to_exclude`` entry as a Python regex applied with ``re.match`` (a prefix match), so
+every pinned node is written as ``^<re.escape(name)>$`` and shell-quoted. ``--high_precision_dtype fp32`` keeps
+the excluded nodes FP32 (ModelOpt's default, fp16, converts the whole model to FP16). The calibration feeds a
+sweep used are written as one ``.npz`` (one stacked array per input name), ModelOpt's
+``--calibration_data_path`` layout.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "MODELOPT_FLAGS",
+    "CALIBRATION_FILE",
+    "CALIBRATION_METHODS",
+    "modelopt_command",
+    "exclusion_patterns",
+    "write_calibration_data",
+]
+
+#: every flag the exported command uses; each is a flag of ModelOpt 0.47's ``get_parser()`` (docs/modelopt.md §2)
+MODELOPT_FLAGS = (
+    "--onnx_path",
+    "--quantize_mode",
+    "--calibration_method",
+    "--calibration_data_path",
+    "--calibration_eps",
+    "--high_precision_dtype",
+    "--nodes_to_exclude",
+    "--output_path",
+)
+CALIBRATION_FILE = "modelopt_calibration.npz"
+#: precision-lab's calibration method -> ModelOpt's (ModelOpt has no percentile; its closest is max)
+CALIBRATION_METHODS = {"max": "max", "entropy": "entropy", "percentile": "max"}
+
+
+def exclusion_patterns(names: Iterable[str]) -> list[str]:
+    """One anchored regex per node name, ``^<re.escape(name)>$``, so ``conv1`` never also excludes ``conv10``."""
+    return [f"^{re.escape(name)}$" for name in names]
+
+
+def modelopt_command(
+    model: str | Path,
+    excluded: Sequence[str],
+    *,
+    calibration_method: str = "max",
+    calibration_data: str | Path | None = None,
+    output: str | Path | None = None,
+) -> str:
+    """The ModelOpt INT8 command that quantizes ``model`` with the nodes ``excluded`` left out of INT8.
+
+    Defaults: ``max`` calibration, no data (ModelOpt then uses one random input), output beside the model
+    (``<stem>.quant.onnx``)."""
+    q = shlex.quote
+    model = Path(model)
+    output = Path(output) if output is not None else model.with_name(f"{model.stem}.quant.onnx")
+    parts = [
+        "python -m modelopt.onnx.quantization",
+        f"--onnx_path {q(str(model))}",
+        "--quantize_mode int8",
+        f"--calibration_method {CALIBRATION_METHODS.get(calibration_method, 'max')}",
+    ]
+    if calibration_data is not None:
+        parts.append(f"--calibration_data_path {q(str(calibration_data))}")
+    parts += ["--calibration_eps cpu", "--high_precision_dtype fp32"]
+    if excluded:
+        parts.append("--nodes_to_exclude " + " ".join(q(p) for p in exclusion_patterns(excluded)))
+    parts.append(f"--output_path {q(str(output))}")
+    return " ".join(parts)
+
+
+def write_calibration_data(feeds: Sequence[Mapping[str, np.ndarray]], out: Path) -> Path | None:
+    """Write ``feeds`` stacked on axis 0 as ``out/modelopt_calibration.npz``; ``None`` when there are none."""
+    if not feeds:
+        return None
+    path = Path(out) / CALIBRATION_FILE
+    arrays = {name: np.concatenate([np.asarray(feed[name]) for feed in feeds], axis=0) for name in feeds[0]}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path

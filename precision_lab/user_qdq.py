@@ -204,11 +204,6 @@ def _match(user: onnx.ModelProto, fp32: onnx.ModelProto, path: Path, sha256: str
     tensor_map = {i.name: i.name for i in user.graph.input}
     for node, match in pairs:
         tensor_map.update(zip(node.output, match.output))
-    fp32_inputs = [i.name for i in fp32.graph.input if i.name not in fp32_constants]
-    if [i.name for i in user.graph.input if i.name not in constants] != fp32_inputs:
-        raise _fail(path, f"graph inputs differ from the FP32 model's {fp32_inputs}")
-    if [o.name for o in user.graph.output] != [o.name for o in fp32.graph.output]:
-        raise _fail(path, f"graph outputs differ from the FP32 model's {[o.name for o in fp32.graph.output]}")
 
     quantized: dict[str, tuple[QuantizedInput, ...]] = {}
     for node, match in pairs:
@@ -241,6 +236,11 @@ def _match(user: onnx.ModelProto, fp32: onnx.ModelProto, path: Path, sha256: str
                 edges.append(QuantizedInput(index, tensor, restore=None if weight else name, weight=weight))
         if edges:
             quantized[node.name] = tuple(edges)
+    fp32_inputs = [i.name for i in fp32.graph.input if i.name not in fp32_constants]
+    if [i.name for i in user.graph.input if i.name not in constants] != fp32_inputs:
+        raise _fail(path, f"graph inputs differ from the FP32 model's {fp32_inputs}")
+    if [o.name for o in user.graph.output] != [o.name for o in fp32.graph.output]:
+        raise _fail(path, f"graph outputs differ from the FP32 model's {[o.name for o in fp32.graph.output]}")
     positions = {node.name: i for i, node in enumerate(user.graph.node)}
     candidates = [
         Candidate(node.name, node.op_type, positions[node.name]) for node, _ in pairs if node.name in quantized

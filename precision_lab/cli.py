@@ -102,7 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "recurrent model's state outputs",
     )
     quant = sweep.add_argument_group("quantization")
-    quant.add_argument("--recipe", default="trt", help="candidate op set: trt (default) or extended")
+    quant.add_argument("--recipe", default="trt", help="candidate op set: trt (default), extended or modelopt (NVIDIA ModelOpt's INT8 rules)")
     quant.add_argument("--ops", help="comma-separated op types to use as candidates instead of the recipe's")
     quant.add_argument("--exclude", action="append", default=[], help="node name or pattern never quantized (repeatable)")
     quant.add_argument("--calibration", default="max", help="max (default), percentile or entropy")
@@ -330,6 +330,10 @@ def _cmd_layers(args) -> int:
     op_types = resolve_op_types(args.recipe, _ops(args.ops))
     prepared = prepare_model(args.model, input_shapes=_shapes(args.input_shape))
     candidates = list_candidates(prepared, op_types=op_types, exclude=args.exclude)
+    if args.recipe == "modelopt":
+        from precision_lab.modelopt_recipe import modelopt_candidates
+
+        candidates = modelopt_candidates(prepared, candidates)
 
     def shape(s):
         return "?" if s is None else "x".join("?" if d is None else str(d) for d in s)

@@ -38,6 +38,7 @@ from precision_lab.progress import Progress
 from precision_lab.qdq import QdqBuilder, tensors_to_calibrate
 from precision_lab.reference import ReferenceStore, build_reference
 from precision_lab.settings import MetricSetting, SweepOptions, check_slices, judged_outputs
+from precision_lab.modelopt_recipe import modelopt_candidates
 from precision_lab.user_qdq import UserQdqBuilder, load_user_qdq, user_qdq_ranges
 
 __all__ = ["Session", "open_session", "reference_outputs"]
@@ -142,6 +143,8 @@ def open_session(
             raise InputError(f"--qdq-model {user_qdq.path.name} has no node that reads a DequantizeLinear output")
     else:
         candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
+        if recipe == "modelopt":  # ModelOpt's candidate filter (issue 14)
+            candidates = modelopt_candidates(prepared, candidates)
     if not candidates:
         raise InputError(
             f"the model has no candidate layers for recipe '{recipe}' (op types {', '.join(op_types)}"

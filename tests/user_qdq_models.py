@@ -157,3 +157,37 @@ def node_differences(user: onnx.ModelProto, plan: onnx.ModelProto, pinned: set[s
     if extra:
         problems.append(f"nodes added: {sorted(extra)}")
     return problems
+
+
+def placement_edges(model_path: Path, recipe: str = "modelopt") -> tuple[set[tuple[str, int]], object]:
+    """(consumer, input index) of every Q/DQ the all-INT8 plan of ``recipe`` places on ``model_path`` (ModelOpt's
+    candidate filter applied for ``modelopt``), and the prepared model. Placement only: every range is 1."""
+    from precision_lab.calibration import Ranges
+    from precision_lab.model import list_candidates, prepare_model
+    from precision_lab.modelopt_recipe import modelopt_candidates
+    from precision_lab.op_rules import RECIPES
+    from precision_lab.placement import place
+
+    class AnyRange(Ranges):
+        def get(self, tensor: str) -> float:
+            return 1.0
+
+    prepared = prepare_model(model_path)
+    candidates = list_candidates(prepared, op_types=RECIPES[recipe])
+    if recipe == "modelopt":
+        candidates = modelopt_candidates(prepared, candidates)
+    placement = place(prepared, candidates, AnyRange("any", "", {}, 0), (), recipe=recipe)
+    edges = {(a.consumer, a.input_index) for a in placement.activations} | {(w.consumer, w.input_index) for w in placement.weights}
+    return edges, placement, prepared
+
+
+def dq_edges(model: onnx.ModelProto) -> set[tuple[str, int]]:
+    """(consumer, input index) of every non-Q/DQ node input that reads a DequantizeLinear output."""
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {
+        (n.name, i)
+        for n in model.graph.node
+        if n.op_type not in QDQ_OPS
+        for i, t in enumerate(n.input)
+        if t in dq_outputs
+    }

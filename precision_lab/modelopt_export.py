@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "MODELOPT_FLAGS",
     "CALIBRATION_FILE",
     "CALIBRATION_METHODS",
-    "modelopt_command",
+    "MODELOPT_FLAGS",
     "exclusion_patterns",
+    "modelopt_command",
     "write_calibration_data",
 ]
 

@@ -28,7 +28,7 @@ from precision_lab.errors import InputError
 from precision_lab.model import Candidate
 from precision_lab.precisions import PrecisionPlan
 
-__all__ = ["QuantizedInput", "UserQdqModel", "UserQdqBuilder", "load_user_qdq", "user_qdq_ranges", "SUPPORTED"]
+__all__ = ["SUPPORTED", "QuantizedInput", "UserQdqBuilder", "UserQdqModel", "load_user_qdq", "user_qdq_ranges"]
 
 log = logging.getLogger("precision_lab")
 
@@ -128,7 +128,10 @@ def _check_qdq(path: Path, node: onnx.NodeProto, constants: Mapping[str, np.ndar
     if scale not in constants:
         raise _fail(path, f"{where} has a computed scale; only {SUPPORTED} is supported")
     if constants[scale].dtype != np.float32:
-        raise _fail(path, f"{where} has a {constants[scale].dtype} scale (an FP16 model?); only float32 scales are supported")
+        raise _fail(
+            path, f"{where} has a {constants[scale].dtype} scale (an FP16 model: ModelOpt's default "
+            "--high_precision_dtype fp16?); only float32 scales are supported: re-export with --high_precision_dtype fp32"
+        )
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -153,7 +156,7 @@ def load_user_qdq(qdq_path: str | os.PathLike, fp32_path: str | os.PathLike) -> 
         if any(init.data_location == onnx.TensorProto.EXTERNAL for init in user.graph.initializer):
             user = onnx.load(str(path))
         fp32 = onnx.load(str(fp32_path))
-    except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
+    except Exception as exc:
         raise InputError(f"--qdq-model {path.name} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
     _name_nodes(user)
     return _match(user, fp32, path, hashlib.sha256(data).hexdigest())

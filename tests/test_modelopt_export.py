@@ -19,10 +19,14 @@ from pathlib import Path
 
 import onnx
 import pytest
+from user_qdq_models import FP32, MODELOPT, dq_edges, placement_edges, write_feeds
 
 from precision_lab.cli import main
-from precision_lab.modelopt_export import MODELOPT_FLAGS, exclusion_patterns, modelopt_command
-from user_qdq_models import FP32, MODELOPT, dq_edges, placement_edges, write_feeds
+from precision_lab.modelopt_export import (
+    MODELOPT_FLAGS,
+    exclusion_patterns,
+    modelopt_command,
+)
 
 MODELOPT_PYTHON = Path(os.environ.get("PRECISION_LAB_MODELOPT_PYTHON", "/opt/modelopt-venv/bin/python"))
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "modelopt.md"
@@ -36,7 +40,7 @@ def _reset_logger():
 
 def _documented_parser() -> argparse.ArgumentParser:
     """The flags the export uses, as docs/modelopt.md section 2 documents them (ModelOpt 0.47 ``get_parser``)."""
-    documented = set(re.findall(r"^\| `(--[a-z_]+)", DOCS.read_text(), flags=re.M))
+    documented = set(re.findall(r"^\| `(--[a-z_]+)", DOCS.read_text(), flags=re.MULTILINE))
     assert set(MODELOPT_FLAGS) <= documented, set(MODELOPT_FLAGS) - documented
     parser = argparse.ArgumentParser(prog="python -m modelopt.onnx.quantization", allow_abbrev=False)
     parser.add_argument("--onnx_path", required=True)
@@ -58,7 +62,7 @@ def _parse(command: str) -> dict:
             "import json, shlex, sys\nfrom modelopt.onnx.quantization.__main__ import get_parser\n"
             "print(json.dumps(vars(get_parser().parse_args(shlex.split(sys.argv[1])[3:])), default=str))\n"
         )
-        proc = subprocess.run([str(MODELOPT_PYTHON), "-c", check, command], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([str(MODELOPT_PYTHON), "-c", check, command], check=False, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
     return vars(_documented_parser().parse_args(argv[3:]))

@@ -17,9 +17,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from precision_lab.cli import main
-from precision_lab.user_qdq import UserQdqBuilder, load_user_qdq
 from user_qdq_models import (
     FP32,
     MODELOPT,
@@ -30,6 +27,9 @@ from user_qdq_models import (
     run_plain_ort,
     write_feeds,
 )
+
+from precision_lab.cli import main
+from precision_lab.user_qdq import UserQdqBuilder, load_user_qdq
 
 SMALL = ("--calib-samples", "4", "--eval-samples", "12", "--verify-samples", "8", "--criterion", "aggregate")
 

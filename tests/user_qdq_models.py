@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
-
 from conftest import SAMPLES
+from onnx import helper, numpy_helper
 
 FP32 = SAMPLES / "residual_branches.onnx"
 MODELOPT = SAMPLES / "modelopt" / "residual_branches.modelopt.onnx"
@@ -32,7 +31,13 @@ def write_feeds(folder: Path, count: int = 24, seed: int = 3) -> Path:
 
 def ort_quantize_static(out: Path, *, activation_symmetric: bool = True, activation_type: str = "QInt8") -> Path:
     """``quantize_static`` QDQ model: per-channel int8 weights, ``activation_type`` activations."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -23,6 +23,7 @@ __all__ = [
     "MODELOPT_FLAGS",
     "exclusion_patterns",
     "modelopt_command",
+    "modelopt_node_names",
     "write_calibration_data",
 ]
 
@@ -47,6 +48,34 @@ def exclusion_patterns(names: Iterable[str]) -> list[str]:
     return [f"^{re.escape(name)}$" for name in names]
 
 
+def modelopt_node_names(model: str | Path) -> dict[str, str]:
+    """precision-lab's name of each unnamed node of ``model`` -> the name ModelOpt gives it.
+
+    precision-lab names an unnamed node ``<OpType>_<position>`` (``model._name_nodes``); ModelOpt 0.47
+    (``modelopt.onnx.utils.name_onnx_nodes``) names it ``<OpType>_<k>``, where ``k`` starts at the number of
+    distinct names in the graph (the empty name counts) and only grows on a collision. Named nodes keep their
+    names on both sides (duplicate names, which precision-lab renames and ModelOpt does not, are left out)."""
+    import onnx
+
+    nodes = onnx.load(str(model), load_external_data=False).graph.node
+    names = {node.name for node in nodes}
+    taken = {node.name for node in nodes if node.name}
+    start = len(names)
+    mapping: dict[str, str] = {}
+    for position, node in enumerate(nodes):
+        if node.name:
+            continue
+        ours = f"{node.op_type}_{position}"
+        theirs = f"{node.op_type}_{start}"
+        while theirs in names:
+            start += 1
+            theirs = f"{node.op_type}_{start}"
+        names.add(theirs)
+        if ours not in taken:  # precision-lab adds a suffix on a collision; not translated
+            mapping[ours] = theirs
+    return mapping
+
+
 def modelopt_command(
     model: str | Path,
     excluded: Sequence[str],
@@ -58,9 +87,13 @@ def modelopt_command(
     """The ModelOpt INT8 command that quantizes ``model`` with the nodes ``excluded`` left out of INT8.
 
     Defaults: ``max`` calibration, no data (ModelOpt then uses one random input), output beside the model
-    (``<stem>.quant.onnx``)."""
+    (``<stem>.quant.onnx``). Names precision-lab gave unnamed nodes are written as ModelOpt names them
+    (:func:`modelopt_node_names`)."""
     q = shlex.quote
     model = Path(model)
+    if model.exists():
+        renamed = modelopt_node_names(model)
+        excluded = [renamed.get(name, name) for name in excluded]
     output = Path(output) if output is not None else model.with_name(f"{model.stem}.quant.onnx")
     parts = [
         "python -m modelopt.onnx.quantization",

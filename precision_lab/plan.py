@@ -103,13 +103,17 @@ def apply_plan(
         from precision_lab.user_qdq import apply_user_plan
 
         return apply_user_plan(model, qdq_model, read_plan(plan), output)
+    document = read_plan(plan)
+    if "qdq_model" in document["quantization"]:
+        raise InputError(
+            f"{plan} was made with --qdq-model {document['quantization']['qdq_model']}; pass that model as --qdq-model"
+        )
     from precision_lab.calibration import Ranges
     from precision_lab.onnx_io import save_model
     from precision_lab.model import constant_inputs_from_json, list_candidates, prepare_model
     from precision_lab.precisions import PrecisionPlan
     from precision_lab.qdq import QdqBuilder
 
-    document = read_plan(plan)
     warnings = []
     quantization = document["quantization"]
     shapes = document.get("model", {}).get("input_shapes", {})

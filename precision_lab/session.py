@@ -136,6 +136,8 @@ def open_session(
     check_slices(prepared, slices)
     judged = judged_outputs(prepared, options.judge_outputs, slices)
     recipe, exclude = options.recipe, options.exclude
+    if options.qdq_model is not None and (options.ops or exclude or recipe != "trt"):
+        raise InputError("--qdq-model takes its candidates from the Q/DQ model; drop --recipe, --ops and --exclude")
     user_qdq = load_user_qdq(options.qdq_model, prepared.path) if options.qdq_model is not None else None
     if user_qdq is not None:  # --qdq-model: the user's quantized nodes are the candidates
         candidates = user_qdq.candidates

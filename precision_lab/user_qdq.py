@@ -57,8 +57,11 @@ class QuantizedInput:
 
 @dataclass
 class UserQdqModel:
-    """The user's Q/DQ model, checked against the FP32 model: ``quantized`` maps each candidate node to its
-    quantized inputs; ``fp32_constants`` holds the FP32 weights a pinned node is given back."""
+    """The user's Q/DQ model, checked against the FP32 model: ``quantized`` maps each candidate to its quantized
+    inputs; ``fp32_constants`` holds the FP32 weights a pinned node is given back. Candidates are named as
+    precision-lab names the FP32 model's nodes (the same names unless nodes are unnamed, then
+    ``<OpType>_<position>``); ``node_names`` maps each to its node's name in the user's model (``<OpType>_<position>``
+    there too for an unnamed node); a candidate's ``index`` is its node's position in the user's model."""
 
     model: onnx.ModelProto
     path: Path
@@ -66,6 +69,11 @@ class UserQdqModel:
     quantized: dict[str, tuple[QuantizedInput, ...]]
     fp32_constants: dict[str, np.ndarray] = field(repr=False)
     candidates: list[Candidate] = field(default_factory=list)
+    node_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def candidates_by_name(self) -> dict[str, Candidate]:
+        return {c.name: c for c in self.candidates}
 
 
 def _fail(path: Path, message: str) -> InputError:
@@ -158,8 +166,12 @@ def load_user_qdq(qdq_path: str | os.PathLike, fp32_path: str | os.PathLike) -> 
         fp32 = onnx.load(str(fp32_path))
     except Exception as exc:
         raise InputError(f"--qdq-model {path.name} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
-    _name_nodes(user)
-    return _match(user, fp32, path, hashlib.sha256(data).hexdigest())
+    named = onnx.ModelProto()
+    named.CopyFrom(user)
+    _name_nodes(named)  # names for matching and messages; the user's model itself stays as it is
+    matched = _match(named, fp32, path, hashlib.sha256(data).hexdigest())
+    matched.model = user
+    return matched
 
 
 def _match(user: onnx.ModelProto, fp32: onnx.ModelProto, path: Path, sha256: str) -> UserQdqModel:
@@ -187,26 +199,10 @@ def _match(user: onnx.ModelProto, fp32: onnx.ModelProto, path: Path, sha256: str
 
     fp32_nodes = [n for n in fp32.graph.node if n.op_type != "Constant"]
     user_nodes = [n for n in user.graph.node if n.op_type not in QDQ_OPS and n.op_type != "Constant"]
-    by_name = {n.name: n for n in fp32_nodes if n.name}
-    by_output = {n.output[0]: n for n in fp32_nodes if n.output}
-    pairs, used = [], set()
-    for node in user_nodes:
-        match = by_name.get(node.name)
-        if match is None and node.output:
-            match = by_output.get(node.output[0])
-        if match is None or id(match) in used:
-            raise _fail(path, f"node '{node.name}' ({node.op_type}) is not in the FP32 model; the models differ beyond Q/DQ")
-        if match.op_type != node.op_type:
-            raise _fail(path, f"node '{node.name}' is {node.op_type} but {match.op_type} in the FP32 model; the models differ beyond Q/DQ")
-        used.add(id(match))
-        pairs.append((node, match))
-    missing = [n.name or n.op_type for n in fp32_nodes if id(n) not in used]
-    if missing:
-        raise _fail(path, f"lacks FP32 nodes {missing[:5]}; the models differ beyond Q/DQ")
-
-    tensor_map = {i.name: i.name for i in user.graph.input}
-    for node, match in pairs:
-        tensor_map.update(zip(node.output, match.output))
+    pairs, tensor_map = _pair_nodes(path, user_nodes, fp32_nodes, source, fp32_constants)
+    layer_names = _layer_names(fp32)
+    user_nodes_by_name = {node.name: node for node in user_nodes}
+    tensor_map.update({i.name: i.name for i in user.graph.input})
 
     quantized: dict[str, tuple[QuantizedInput, ...]] = {}
     for node, match in pairs:
@@ -238,17 +234,18 @@ def _match(user: onnx.ModelProto, fp32: onnx.ModelProto, path: Path, sha256: str
                 weight = fp32_tensor if kind in ("int8", "const") else None
                 edges.append(QuantizedInput(index, tensor, restore=None if weight else name, weight=weight))
         if edges:
-            quantized[node.name] = tuple(edges)
+            quantized[layer_names[id(match)]] = tuple(edges)
     fp32_inputs = [i.name for i in fp32.graph.input if i.name not in fp32_constants]
     if [i.name for i in user.graph.input if i.name not in constants] != fp32_inputs:
         raise _fail(path, f"graph inputs differ from the FP32 model's {fp32_inputs}")
     if [o.name for o in user.graph.output] != [o.name for o in fp32.graph.output]:
         raise _fail(path, f"graph outputs differ from the FP32 model's {[o.name for o in fp32.graph.output]}")
     positions = {node.name: i for i, node in enumerate(user.graph.node)}
+    node_names = {layer_names[id(match)]: node.name for node, match in pairs if layer_names[id(match)] in quantized}
     candidates = [
-        Candidate(node.name, node.op_type, positions[node.name]) for node, _ in pairs if node.name in quantized
+        Candidate(layer, user_nodes_by_name[name].op_type, positions[name]) for layer, name in node_names.items()
     ]
-    return UserQdqModel(user, path, sha256, quantized, fp32_constants, candidates)
+    return UserQdqModel(user, path, sha256, quantized, fp32_constants, candidates, node_names)
 
 
 def user_qdq_ranges(user: UserQdqModel) -> Ranges:
@@ -256,6 +253,63 @@ def user_qdq_ranges(user: UserQdqModel) -> Ranges:
     the Q/DQ model's sha256 so journals of different Q/DQ models never mix."""
     log.info("--qdq-model %s: its own scales are used, no calibration", user.path.name)
     return Ranges("user-qdq", f"user-qdq-{user.sha256}", {}, 0)
+
+
+def _layer_names(fp32: onnx.ModelProto) -> dict[int, str]:
+    """id(node) -> the name precision-lab's model preparation gives each FP32 node (``model._name_nodes``)."""
+    from precision_lab.model import _name_nodes  # one naming rule for the prepared model and the plan
+
+    named = onnx.GraphProto()
+    named.node.extend(fp32.graph.node)
+    holder = onnx.ModelProto(graph=named)
+    _name_nodes(holder)
+    return {id(node): copy.name for node, copy in zip(fp32.graph.node, holder.graph.node)}
+
+
+def _pair_nodes(path: Path, user_nodes, fp32_nodes, source, fp32_constants) -> tuple[list, dict[str, str]]:
+    """Pair every non-Q/DQ node of the user's model with its FP32 node: by name, else by first output name, else
+    (unnamed nodes whose outputs Q/DQ renamed) by op type and inputs once Q/DQ are seen through. Returns the pairs
+    in the user's graph order and the user -> FP32 tensor names of their outputs."""
+    by_name = {n.name: n for n in fp32_nodes if n.name}
+    by_output = {n.output[0]: n for n in fp32_nodes if n.output}
+    matched: dict[int, onnx.NodeProto] = {}
+    used: set[int] = set()
+    for index, node in enumerate(user_nodes):
+        match = by_name.get(node.name) or (by_output.get(node.output[0]) if node.output else None)
+        if match is not None and id(match) not in used:
+            matched[index] = match
+            used.add(id(match))
+    tensor_map = {out: fp32_out for i, m in matched.items() for out, fp32_out in zip(user_nodes[i].output, m.output)}
+
+    def signature(inputs, resolve) -> tuple:
+        return tuple(resolve(t) for t in inputs)
+
+    def user_input(tensor: str) -> str:
+        kind, name = source(tensor) if tensor else ("tensor", "")
+        return "#constant" if kind != "tensor" else tensor_map.get(name, name)
+
+    for index, node in enumerate(user_nodes):  # graph order: producers are paired before their consumers
+        if index in matched:
+            continue
+        wanted = signature(node.input, user_input)
+        found = [
+            n for n in fp32_nodes
+            if id(n) not in used and n.op_type == node.op_type
+            and signature(n.input, lambda t: "#constant" if t in fp32_constants else t) == wanted
+        ]
+        if len(found) != 1:
+            raise _fail(path, f"node '{node.name}' ({node.op_type}) is not in the FP32 model; the models differ beyond Q/DQ")
+        matched[index] = found[0]
+        used.add(id(found[0]))
+        tensor_map.update(zip(node.output, found[0].output))
+    pairs = [(node, matched[i]) for i, node in enumerate(user_nodes)]
+    for node, match in pairs:
+        if match.op_type != node.op_type:
+            raise _fail(path, f"node '{node.name}' is {node.op_type} but {match.op_type} in the FP32 model; the models differ beyond Q/DQ")
+    missing = [n.name or n.op_type for n in fp32_nodes if id(n) not in used]
+    if missing:
+        raise _fail(path, f"lacks FP32 nodes {missing[:5]}; the models differ beyond Q/DQ")
+    return pairs, tensor_map
 
 
 class UserQdqBuilder:
@@ -282,12 +336,11 @@ class UserQdqBuilder:
         if not pinned:
             return model
         graph = model.graph
-        nodes = {node.name: node for node in graph.node}
         initializers = {init.name: init for init in graph.initializer}
         taken = {t for node in graph.node for t in (*node.input, *node.output)} | set(initializers)
         restored: dict[str, str] = {}
         for name in pinned:
-            node = nodes[name]
+            node = graph.node[self.user.candidates_by_name[name].index]
             for edge in self.user.quantized[name]:
                 if edge.weight is None:
                     node.input[edge.index] = edge.restore
@@ -362,9 +415,10 @@ def print_user_layers(model: str | os.PathLike, qdq_model: str | os.PathLike) ->
     width = max([len(c.name) for c in user.candidates] + [5])
     print(f"{'index':>5}  {'layer':<{width}}  {'op':<18} quantized inputs")
     for c in user.candidates:
+        shown = c.name if user.node_names[c.name] == c.name else f"{c.name} ({user.node_names[c.name]})"
         edges = ", ".join(
             f"{e.index}:{'weight ' + e.weight if e.weight else e.restore}" for e in user.quantized[c.name]
         )
-        print(f"{c.index:>5}  {c.name:<{width}}  {c.op_type:<18} {edges}")
+        print(f"{c.index:>5}  {shown:<{width}}  {c.op_type:<18} {edges}")
     print(f"{len(user.candidates)} candidate layers (nodes with quantized inputs in {user.path.name})")
     return 0

@@ -26,6 +26,7 @@ from precision_lab.modelopt_export import (
     MODELOPT_FLAGS,
     exclusion_patterns,
     modelopt_command,
+    modelopt_node_names,
 )
 
 MODELOPT_PYTHON = Path(os.environ.get("PRECISION_LAB_MODELOPT_PYTHON", "/opt/modelopt-venv/bin/python"))
@@ -102,3 +103,32 @@ def test_recipe_modelopt_matches_the_committed_modelopt_sample():
     assert {n for n, _ in theirs} == {n for n, _ in ours}
     assert ours == theirs
     assert not placement.outputs  # ModelOpt never quantizes node outputs
+
+
+def test_unnamed_nodes_are_exported_with_modelopts_names(tmp_path):
+    """precision-lab calls an unnamed node ``<OpType>_<position>``, ModelOpt ``<OpType>_<k>`` with ``k`` from the
+    number of distinct names (``name_onnx_nodes``): the command must use ModelOpt's."""
+    model = onnx.load(str(FP32))
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Relu") and node.name not in ("conv1", "conv_a2"):
+            node.name = ""
+    path = tmp_path / "unnamed.onnx"
+    onnx.save(model, str(path))
+    names = modelopt_node_names(path)
+    distinct = len({n.name for n in model.graph.node})  # 15 named + the empty name
+    position = [n.name for n in onnx.load(str(FP32)).graph.node].index("conv_a1")
+    assert names[f"Conv_{position}"] == f"Conv_{distinct}"  # the first unnamed Conv
+    assert len(set(names.values())) == len(names)
+    command = modelopt_command(path, [f"Conv_{position}", "conv_a2"])
+    assert f"'^Conv_{distinct}$'" in command and "'^conv_a2$'" in command
+    if MODELOPT_PYTHON.exists():  # ModelOpt's own naming, on the same graph
+        check = (
+            "import onnx, sys\nfrom modelopt.onnx.utils import name_onnx_nodes\n"
+            "m = onnx.load(sys.argv[1]); name_onnx_nodes(m.graph); print(' '.join(n.name for n in m.graph.node))\n"
+        )
+        proc = subprocess.run([str(MODELOPT_PYTHON), "-c", check, str(path)], check=False, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        theirs = proc.stdout.split()
+        for position, node in enumerate(model.graph.node):
+            if not node.name:
+                assert names[f"{node.op_type}_{position}"] == theirs[position]

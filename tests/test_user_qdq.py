@@ -120,11 +120,22 @@ def test_layers_lists_the_user_models_quantized_nodes(capsys):
     assert "13 candidate layers" in out and "add_b" in out and "gap" in out and " fc " not in out
 
 
-def test_apply_rebuilds_plan_onnx(user_models, data, tmp_path):
+def test_apply_rebuilds_plan_onnx(user_models, data, tmp_path, capsys):
     _sweep(MODELOPT, data, tmp_path / "out")
     target = tmp_path / "applied.onnx"
-    assert main(["apply", str(FP32), str(tmp_path / "out" / "plan.json"), "-o", str(target), "--qdq-model", str(MODELOPT)]) == 0
+    plan = str(tmp_path / "out" / "plan.json")
+    assert main(["apply", str(FP32), plan, "-o", str(target), "--qdq-model", str(MODELOPT)]) == 0
     assert onnx.load(str(target)).SerializeToString() == onnx.load(str(tmp_path / "out" / "plan.onnx")).SerializeToString()
+    capsys.readouterr()
+    assert main(["apply", str(FP32), plan, "-o", str(target)]) == 2  # the plan needs its Q/DQ model
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pass that model as --qdq-model" in err
+
+
+def test_recipe_options_do_not_mix_with_qdq_model(tmp_path, capsys):
+    code = main(["sweep", str(FP32), "--qdq-model", str(MODELOPT), "--exclude", "conv1", "--out", str(tmp_path / "o"), "--quiet", *SMALL])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "drop --recipe, --ops and --exclude" in err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,3 +230,25 @@ def test_asymmetric_quantize_static_model_is_refused(tmp_path, capsys):
     code = main(["layers", str(FP32), "--qdq-model", str(path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "only symmetric int8" in err
+
+
+def test_unnamed_nodes_are_matched_through_their_inputs(tmp_path):
+    """An FP32 model without node names, quantized by quantize_static (which leaves them unnamed and renames the
+    graph output's producer output): nodes are paired by op type and inputs, and candidates take the names
+    precision-lab gives the FP32 model (``<OpType>_<position>``), so plan.json, the ModelOpt command and the fast
+    search's signals all name the same nodes."""
+    model = onnx.load(str(FP32))
+    positions = {n.name: i for i, n in enumerate(model.graph.node)}
+    for node in model.graph.node:
+        node.name = ""
+    fp32 = tmp_path / "unnamed.onnx"
+    onnx.save(model, str(fp32))
+    user_path = ort_quantize_static(tmp_path / "unnamed.ort.onnx", source=fp32)
+    user = load_user_qdq(user_path, fp32)
+    assert f"Gemm_{positions['fc']}" in user.node_names and f"Conv_{positions['conv_a2']}" in user.node_names
+    builder = UserQdqBuilder(user)
+    assert builder.build(()).SerializeToString() == onnx.load(str(user_path)).SerializeToString()
+    every = builder.build(list(builder.candidates))
+    feeds = [{"input": np.random.default_rng(5).random((1, 3, 32, 32), dtype=np.float32)}]
+    # only the graph output's own Q/DQ stays (it is nobody's input): within int8 rounding of FP32
+    assert rel_l2(run_plain_ort(every, feeds), run_plain_ort(fp32, feeds)) < 0.01

@@ -29,8 +29,10 @@ def write_feeds(folder: Path, count: int = 24, seed: int = 3) -> Path:
     return folder
 
 
-def ort_quantize_static(out: Path, *, activation_symmetric: bool = True, activation_type: str = "QInt8") -> Path:
-    """``quantize_static`` QDQ model: per-channel int8 weights, ``activation_type`` activations."""
+def ort_quantize_static(
+    out: Path, *, activation_symmetric: bool = True, activation_type: str = "QInt8", source: Path = FP32
+) -> Path:
+    """``quantize_static`` QDQ model of ``source``: per-channel int8 weights, ``activation_type`` activations."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -47,7 +49,7 @@ def ort_quantize_static(out: Path, *, activation_symmetric: bool = True, activat
             return next(self._feeds, None)
 
     quantize_static(
-        onnx.load(str(FP32)),
+        onnx.load(str(source)),
         str(out),
         Reader(),
         quant_format=QuantFormat.QDQ,

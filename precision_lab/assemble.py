@@ -166,7 +166,7 @@ def assemble_result(
             "candidates": len(session.candidates),
         },
         backend=session.backend.name,
-        recipe=options.recipe,
+        recipe=options.recipe if options.qdq_model is None else "qdq-model",  # --qdq-model: the user's placement
         calibration={"method": options.calibration, "samples": len(dataset.calib), "percentile": options.percentile},
         data={
             "source": dataset.source,

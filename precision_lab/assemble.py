@@ -220,7 +220,8 @@ def assemble_result(
 
 def _modelopt(session: Session, options: SweepOptions, plan) -> str:
     """The ModelOpt command that rebuilds ``plan`` from the FP32 model (issue 14; docs/modelopt.md)."""
-    calibration = Path(session.out) / CALIBRATION_FILE if session.dataset.calib else None
+    calibration = Path(session.out) / CALIBRATION_FILE
+    calibration = calibration if calibration.exists() else None  # written by the sweep when ModelOpt can read it
     return modelopt_command(
         session.prepared.path,
         sorted(plan.high_precision, key=lambda n: next((c.index for c in session.candidates if c.name == n), 0)),

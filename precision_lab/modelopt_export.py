@@ -111,10 +111,12 @@ def modelopt_command(
 
 
 def write_calibration_data(feeds: Sequence[Mapping[str, np.ndarray]], out: Path) -> Path | None:
-    """Write ``feeds`` stacked on axis 0 as ``out/modelopt_calibration.npz``; ``None`` when there are none."""
-    if not feeds:
-        return None
+    """Write ``feeds`` stacked on axis 0 as ``out/modelopt_calibration.npz``; ``None`` (and no file) when there are
+    none or an input is a scalar, which ModelOpt's batch-split layout cannot hold (section 5.1 of docs/modelopt.md)."""
     path = Path(out) / CALIBRATION_FILE
+    if not feeds or any(np.ndim(value) == 0 for value in feeds[0].values()):
+        path.unlink(missing_ok=True)
+        return None
     arrays = {name: np.concatenate([np.asarray(feed[name]) for feed in feeds], axis=0) for name in feeds[0]}
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)

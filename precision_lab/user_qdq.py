@@ -154,7 +154,8 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def load_user_qdq(qdq_path: str | os.PathLike, fp32_path: str | os.PathLike) -> UserQdqModel:
     """Load the user's Q/DQ model ``qdq_path`` and check it against the FP32 model ``fp32_path`` (see the module
-    docstring for what is refused). Unnamed nodes of the Q/DQ model get ``<OpType>_<position>`` names."""
+    docstring for what is refused). The returned model is the user's, unchanged (unnamed nodes are named
+    ``<OpType>_<position>`` only in messages and ``node_names``)."""
     path = Path(qdq_path)
     if not path.is_file():
         raise InputError(f"--qdq-model not found: {path}")

@@ -25,7 +25,10 @@ from onnx import numpy_helper
 
 from precision_lab.calibration import Ranges
 from precision_lab.errors import InputError
-from precision_lab.model import Candidate
+from precision_lab.model import (  # one naming rule: prepared model, plan, user model
+    Candidate,
+    _name_nodes,
+)
 from precision_lab.precisions import PrecisionPlan
 
 __all__ = ["SUPPORTED", "QuantizedInput", "UserQdqBuilder", "UserQdqModel", "load_user_qdq", "user_qdq_ranges"]
@@ -88,17 +91,6 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
                 if attr.name == "value":
                     values[node.output[0]] = numpy_helper.to_array(attr.t)
     return values
-
-
-def _name_nodes(model: onnx.ModelProto) -> None:
-    taken = {node.name for node in model.graph.node if node.name}
-    for position, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{position}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
 
 
 def _attr(node: onnx.NodeProto, name: str):
@@ -258,8 +250,6 @@ def user_qdq_ranges(user: UserQdqModel) -> Ranges:
 
 def _layer_names(fp32: onnx.ModelProto) -> dict[int, str]:
     """id(node) -> the name precision-lab's model preparation gives each FP32 node (``model._name_nodes``)."""
-    from precision_lab.model import _name_nodes  # one naming rule for the prepared model and the plan
-
     named = onnx.GraphProto()
     named.node.extend(fp32.graph.node)
     holder = onnx.ModelProto(graph=named)

@@ -19,6 +19,7 @@ from precision_lab.search import MinimalPlan, Outcome
 from precision_lab.session import Session
 from precision_lab.settings import SweepOptions
 from precision_lab.verification import VerificationRound, generalization_notice
+from precision_lab.modelopt_export import CALIBRATION_FILE, modelopt_command
 
 __all__ = ["COST_NOTE", "SearchRun", "assemble_result", "layer_table", "plan_costs", "verified_plan"]
 
@@ -261,7 +262,7 @@ def assemble_result(
             "candidates": len(session.candidates),
         },
         backend=session.backend.name,
-        recipe=options.recipe,
+        recipe=options.recipe if options.qdq_model is None else "qdq-model",  # --qdq-model: the user's placement
         calibration={"method": options.calibration, "samples": len(dataset.calib), "percentile": options.percentile},
         data={
             "source": dataset.source,
@@ -301,8 +302,9 @@ def assemble_result(
             "candidates": session.names,
             "ranges": session.ranges.amax,
             "ranges_key": session.ranges.key,
+            **_user_qdq_json(options),
         },
-        exports=_exports(session, found),
+        exports=_exports(session, found) | {"modelopt": _modelopt(session, options, plan.plan)},
         backend_info=session.backend.info() | {"reason": session.backend_reason},
         verification=verification,
         verification_records=verification_records,
@@ -326,3 +328,26 @@ def _exports(session: Session, found: MinimalPlan) -> dict[str, str]:
     return three_level_commands(
         plan_onnx, qdq_fp32_path(plan_onnx), fp16_layers=sorted(plan.fp16_layers), fp32_layers=sorted(plan.fp32_layers)
     )
+
+
+def _modelopt(session: Session, options: SweepOptions, plan) -> str:
+    """The ModelOpt command that rebuilds ``plan`` from the FP32 model (issue 14; docs/modelopt.md)."""
+    calibration = Path(session.out) / CALIBRATION_FILE
+    calibration = calibration if calibration.exists() else None  # written by the sweep when ModelOpt can read it
+    return modelopt_command(
+        session.prepared.path,
+        sorted(plan.high_precision, key=lambda n: next((c.index for c in session.candidates if c.name == n), 0)),
+        calibration_method=options.calibration,
+        calibration_data=calibration,
+        output=Path(session.out) / "plan.modelopt.onnx",
+    )
+
+
+def _user_qdq_json(options: SweepOptions) -> dict:
+    """With ``--qdq-model``: its path and sha256 in ``quantization`` (``apply --qdq-model`` checks them)."""
+    if options.qdq_model is None:
+        return {}
+    import hashlib
+
+    digest = hashlib.sha256(Path(options.qdq_model).read_bytes()).hexdigest()
+    return {"qdq_model": str(options.qdq_model), "qdq_model_sha256": digest}

@@ -102,7 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "recurrent model's state outputs",
     )
     quant = sweep.add_argument_group("quantization")
-    quant.add_argument("--recipe", default="trt", help="candidate op set: trt (default) or extended")
+    quant.add_argument("--recipe", default="trt", help="candidate op set: trt (default), extended or modelopt (NVIDIA ModelOpt's INT8 rules)")
     quant.add_argument("--ops", help="comma-separated op types to use as candidates instead of the recipe's")
     quant.add_argument("--exclude", action="append", default=[], help="node name or pattern never quantized (repeatable)")
     quant.add_argument("--calibration", default="max", help="max (default), percentile or entropy")
@@ -112,6 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="precision levels of the plan: int8,fp32 (default: layers not INT8 run FP32) or int8,fp16,fp32 (an "
         "INT8 + FP16 engine: every node not INT8 runs FP16, except the nodes the plan keeps FP32)",
     )
+    quant.add_argument("--qdq-model", metavar="QUANTIZED.onnx", help=QDQ_MODEL_HELP)
     search = sweep.add_argument_group("search")
     search.add_argument("--sensitivity", default="isolate", help="isolate (default), leave-one-out or both")
     search.add_argument(
@@ -159,6 +160,7 @@ def _build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--ops")
     layers.add_argument("--exclude", action="append", default=[])
     layers.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224")
+    layers.add_argument("--qdq-model", metavar="QUANTIZED.onnx", help=QDQ_MODEL_HELP)
     _add_common(layers)
 
     from precision_lab import images
@@ -174,8 +176,15 @@ def _build_parser() -> argparse.ArgumentParser:
     apply.add_argument("model")
     apply.add_argument("plan", help="plan.json written by sweep")
     apply.add_argument("--output", "-o", required=True, help="output .onnx path")
+    apply.add_argument("--qdq-model", metavar="QUANTIZED.onnx", help="apply the plan to this Q/DQ model (the sweep's --qdq-model)")
     _add_common(apply)
     return parser
+
+
+QDQ_MODEL_HELP = (
+    "your own Q/DQ model of MODEL (ModelOpt, ONNX Runtime quantize_static, QAT export): its quantized nodes are the "
+    "candidates and its scales are used, no calibration; MODEL stays the FP32 reference"
+)
 
 
 def _shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
@@ -338,6 +347,7 @@ def _cmd_sweep(args) -> int:
         ray_address=args.ray_address,
         precisions=args.precisions,
         target_gpu=args.target_gpu,
+        qdq_model=args.qdq_model,
     )
     _print_sweep(result, args.top)
     from precision_lab.report.channels import channel_warnings
@@ -354,9 +364,17 @@ def _cmd_layers(args) -> int:
     from precision_lab.model import list_candidates, prepare_model
     from precision_lab.qdq import resolve_op_types
 
+    if args.qdq_model:
+        from precision_lab.user_qdq import print_user_layers
+
+        return print_user_layers(args.model, args.qdq_model)
     op_types = resolve_op_types(args.recipe, _ops(args.ops))
     prepared = prepare_model(args.model, input_shapes=_shapes(args.input_shape))
     candidates = list_candidates(prepared, op_types=op_types, exclude=args.exclude)
+    if args.recipe == "modelopt":
+        from precision_lab.modelopt_recipe import modelopt_candidates
+
+        candidates = modelopt_candidates(prepared, candidates)
 
     def shape(s):
         return "?" if s is None else "x".join("?" if d is None else str(d) for d in s)
@@ -383,7 +401,7 @@ def _cmd_report(args) -> int:
 def _cmd_apply(args) -> int:
     from precision_lab.plan import apply_plan
 
-    for warning in apply_plan(args.model, args.plan, args.output):
+    for warning in apply_plan(args.model, args.plan, args.output, qdq_model=args.qdq_model):
         log.warning(warning)
     print(f"wrote {args.output}")
     return 0

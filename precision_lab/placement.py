@@ -206,6 +206,8 @@ def place_in_graph(
         node_rule = rule(node)
         for index in node_rule.quantized_inputs(len(node.inputs)):
             tensor = node.inputs[index]
+            if node_rule.fused_from and getattr(producer_of(tensor), "op", None) in node_rule.fused_from:
+                continue  # fused into its producer (recipe modelopt's residual Add)
             if isinstance(tensor, gs.Constant) and node_rule.constant_inputs == "initializer":
                 if _dtype_is(tensor, np.float32, unknown=False):
                     axis = node_rule.axis_of(index, node.attrs, len(tensor.shape))

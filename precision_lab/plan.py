@@ -127,15 +127,31 @@ def read_plan(path: str | os.PathLike) -> dict:
     return document
 
 
-def apply_plan(model: str | os.PathLike, plan: str | os.PathLike, output: str | os.PathLike) -> list[str]:
-    """Write ``model`` with the saved ``plan`` applied as Q/DQ to ``output``. Returns warnings to show."""
+def apply_plan(
+    model: str | os.PathLike,
+    plan: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    qdq_model: str | os.PathLike | None = None,
+) -> list[str]:
+    """Write ``model`` with the saved ``plan`` applied as Q/DQ to ``output``. Returns warnings to show.
+
+    ``qdq_model`` (default none): apply the plan to this user Q/DQ model of ``model`` instead (``--qdq-model``)."""
+    if qdq_model is not None:
+        from precision_lab.user_qdq import apply_user_plan
+
+        return apply_user_plan(model, qdq_model, read_plan(plan), output)
+    document = read_plan(plan)
+    if "qdq_model" in document["quantization"]:
+        raise InputError(
+            f"{plan} was made with --qdq-model {document['quantization']['qdq_model']}; pass that model as --qdq-model"
+        )
     from precision_lab.calibration import Ranges
     from precision_lab.onnx_io import save_model
     from precision_lab.model import constant_inputs_from_json, list_candidates, prepare_model
     from precision_lab.precisions import PrecisionPlan
     from precision_lab.qdq import QdqBuilder
 
-    document = read_plan(plan)
     warnings = []
     quantization = document["quantization"]
     shapes = document.get("model", {}).get("input_shapes", {})

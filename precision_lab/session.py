@@ -38,6 +38,8 @@ from precision_lab.progress import Progress
 from precision_lab.qdq import QdqBuilder, tensors_to_calibrate
 from precision_lab.reference import ReferenceStore, build_reference
 from precision_lab.settings import MetricSetting, SweepOptions, check_slices, judged_outputs
+from precision_lab.modelopt_recipe import modelopt_candidates
+from precision_lab.user_qdq import UserQdqBuilder, load_user_qdq, user_qdq_ranges
 
 __all__ = ["Session", "open_session", "reference_outputs"]
 
@@ -56,7 +58,7 @@ class Session:
     backend: Backend
     backend_reason: str | None
     ranges: Ranges
-    builder: QdqBuilder
+    builder: QdqBuilder | UserQdqBuilder
     reference: ReferenceStore
     slices: tuple[OutputSlice, ...]
     judged: tuple[str, ...] | None
@@ -178,7 +180,17 @@ def open_session(
     check_slices(prepared, slices)
     judged = judged_outputs(prepared, options.judge_outputs, slices)
     recipe, exclude = options.recipe, options.exclude
-    candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
+    if options.qdq_model is not None and (options.ops or exclude or recipe != "trt"):
+        raise InputError("--qdq-model takes its candidates from the Q/DQ model; drop --recipe, --ops and --exclude")
+    user_qdq = load_user_qdq(options.qdq_model, prepared.path) if options.qdq_model is not None else None
+    if user_qdq is not None:  # --qdq-model: the user's quantized nodes are the candidates
+        candidates = user_qdq.candidates
+        if not candidates:
+            raise InputError(f"--qdq-model {user_qdq.path.name} has no node that reads a DequantizeLinear output")
+    else:
+        candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
+        if recipe == "modelopt":  # ModelOpt's candidate filter (issue 14)
+            candidates = modelopt_candidates(prepared, candidates)
     if not candidates:
         raise InputError(
             f"the model has no candidate layers for recipe '{recipe}' (op types {', '.join(op_types)}"
@@ -197,7 +209,7 @@ def open_session(
     log.info("%s: %d candidate layers (recipe %s)", prepared.name, len(candidates), recipe)
 
     cache_dir = out / "cache"
-    ranges = calibrate(
+    ranges = user_qdq_ranges(user_qdq) if user_qdq is not None else calibrate(
         prepared,
         dataset.calib,
         tensors=_tensors_to_calibrate(prepared, candidates, recipe, options.precisions),
@@ -207,7 +219,10 @@ def open_session(
         cache_dir=cache_dir,
     )
     reference = reference_outputs(prepared, dataset.eval, cache_dir, dataset.eval_fingerprint)
-    builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe, precisions=options.precisions)
+    builder = (
+        UserQdqBuilder(user_qdq) if user_qdq is not None
+        else QdqBuilder(prepared, candidates, ranges, recipe=recipe, precisions=options.precisions)
+    )
     backend_obj.setup(prepared=prepared, calib_feeds=dataset.calib, cache_dir=cache_dir)
     names = [c.name for c in candidates]
     metric = setting.metric.name
@@ -249,6 +264,7 @@ def open_session(
         targets=dataset.eval_targets,
         judged=judged,
         precisions=tuple(options.precisions),
+        user_qdq=user_qdq,
     )
     evaluator = Evaluator(
         executor=make_executor(

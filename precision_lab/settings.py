@@ -76,6 +76,7 @@ class SweepOptions:
     ray_address: str | None = None
     precisions: tuple[str, ...] = ("int8", "fp32")  # the precision levels a plan may use, lowest first
     target_gpu: str = "H100 SXM"  # the GPU of the cost estimate: a name of precision_lab.cost.GPUS
+    qdq_model: str | os.PathLike | None = None  # the user's Q/DQ model (issue 14): candidates and scales from it
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ from precision_lab.calibration import DEFAULT_PERCENTILE
 from precision_lab.compare import OutputSlice
 from precision_lab.criterion import Criterion
 from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DEFAULT_VERIFY_SAMPLES
-from precision_lab.errors import UnattainableToleranceError
+from precision_lab.errors import InputError, UnattainableToleranceError
 from precision_lab.lock import OutputLock
+from precision_lab.modelopt_export import write_calibration_data
 from precision_lab.noise_floor import warn_noise_floor
 from precision_lab.outdir import prepare_out_dir
 from precision_lab.outputs import write_outputs
@@ -92,6 +93,7 @@ def sweep(
     ray_address: str | None = None,
     precisions: Sequence[str] = ("int8", "fp32"),
     target_gpu: str = "H100 SXM",
+    qdq_model: str | os.PathLike | None = None,
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -111,8 +113,10 @@ def sweep(
     output in ``reports/<model name>/``, resuming a journal found there. ``precisions``: ``("int8", "fp32")``
     (default: a layer is INT8 or FP32, every other node FP32) or ``("int8", "fp16", "fp32")`` (an INT8 + FP16
     engine: every node not INT8 runs FP16, emulated, except the nodes the plan keeps FP32; the plan is 1-minimal
-    at both levels). ``target_gpu`` (default ``"H100 SXM"``,
-    a name of ``precision_lab.cost.GPUS``) is the GPU whose roofline estimates each plan's cost.
+    at both levels). ``target_gpu`` (default ``"H100 SXM"``, a name of ``precision_lab.cost.GPUS``) is the GPU
+    whose roofline estimates each plan's cost. ``qdq_model`` (default none): the user's own Q/DQ model of
+    ``model`` (ModelOpt, ``quantize_static``, QAT export), whose quantized nodes are the candidates, with its
+    scales and no calibration (:mod:`precision_lab.user_qdq`); two-level plans only.
     """
     started = time.perf_counter()
     options = SweepOptions(
@@ -124,12 +128,17 @@ def sweep(
         judge_outputs=tuple(judge_outputs), sensitivity=sensitivity, backend=backend,
         backend_options=backend_options, resume=resume, progress=progress, search=search, jobs=jobs,
         executor=executor, ray_address=ray_address, precisions=check_precisions(precisions),
-        target_gpu=check_target_gpu(target_gpu),
+        target_gpu=check_target_gpu(target_gpu), qdq_model=qdq_model,
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,
         executor=executor, ray_address=ray_address,
     )
+    if qdq_model is not None and "fp16" in options.precisions:
+        raise InputError(
+            "--qdq-model searches two-level plans only: the user's Q/DQ model fixes the INT8 layers and their "
+            "scales; drop --precisions int8,fp16,fp32, or sweep the FP32 model with it"
+        )
     setting = resolve_metric(metric, metric_direction, tolerance, max_drop)
     criterion_obj = Criterion.parse(criterion)
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
@@ -139,6 +148,7 @@ def sweep(
         session = open_session(
             model, out, options, setting=setting, criterion=criterion_obj, slices=slices, op_types=op_types
         )
+        write_calibration_data(session.dataset.calib, out)  # for the ModelOpt command in plan.json
         try:
             run = _search_until_verified(session, options, setting)
         except UnattainableToleranceError:

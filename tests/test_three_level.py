@@ -269,3 +269,13 @@ def test_apply_rebuilds_the_three_level_plan_onnx(three_level_sweeps, name, tmp_
     written, again = onnx.load(str(out / "plan.onnx")), onnx.load(str(rebuilt))
     assert [(n.op_type, n.name) for n in again.graph.node] == [(n.op_type, n.name) for n in written.graph.node]
     assert again.graph.initializer == written.graph.initializer
+
+
+def test_three_levels_with_a_users_qdq_model_is_one_line_exit_2(tmp_path):
+    model = SAMPLES / "residual_branches.onnx"
+    qdq = SAMPLES / "modelopt" / "residual_branches.modelopt.onnx"
+    proc = run_in_process(
+        "sweep", str(model), "--qdq-model", str(qdq), "--precisions", THREE, "--out", str(tmp_path / "o"), "--quiet"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "two-level plans only" in proc.stderr

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.out / "runs.jsonl"
     done = [json.loads(line) for line in runs.read_text().splitlines()] if runs.exists() else []
-    finished = {row["model"] for row in done if row["mode"] == "three-level"}
+    finished = {row["model"] for row in done if row["mode"] == "three-level" and row.get("code") == 0}
 
     def log(row: dict) -> None:
         with runs.open("a") as handle:

@@ -383,6 +383,11 @@ class PlanCoster:
                                            fp32_mode=self.fp32_mode, int8_output=self.default)
         return self._layers[key]
 
+    def raise_cost(self, name: str, raised: str, base: str) -> float:
+        """Seconds node ``name`` adds when it runs at ``raised`` instead of ``base`` precision."""
+        index = next(i for i, node in enumerate(self.nodes) if node.name == name)
+        return self._layer(index, raised).seconds - self._layer(index, base).seconds
+
     def cost(self, plan: PrecisionPlan) -> PlanCost:
         """The estimate of the model under ``plan``."""
         if plan not in self._plans:

@@ -169,12 +169,40 @@ def _warn_noise_floor(session: Session, tolerance: float) -> None:
         warn_noise_floor(session.evaluator.metric, tolerance, record, session.reference, session.slices)
 
 
+def _raise_costs(session: Session, options: SweepOptions) -> dict[str, list[str]]:
+    """Tie-break orders, cheapest first by the estimated cost on the target GPU: ``"int8"``, the candidates by
+    what raising them out of INT8 costs; ``"fp32"`` (three levels), the float nodes by what keeping them FP32
+    instead of FP16 costs. Empty when the model cannot be estimated (ties then keep graph order)."""
+    from precision_lab.cost import PlanCoster, gpu_named
+
+    three = session.three_level
+    try:
+        coster = PlanCoster(
+            session.prepared, candidates=session.names, gpu=gpu_named(options.target_gpu),
+            default="fp16" if three else "fp32", fp32_mode="fp32",
+        )
+        raised = "fp16" if three else "fp32"
+        orders = {"int8": _by_cost(session.names, lambda n: coster.raise_cost(n, raised, "int8"))}
+        if three:
+            orders["fp32"] = _by_cost(session.builder.fp32_candidates, lambda n: coster.raise_cost(n, "fp32", "fp16"))
+        return orders
+    except (ValueError, ArithmeticError, LookupError, TypeError, StopIteration):
+        return {}
+
+
+def _by_cost(names, cost) -> list[str]:
+    position = {name: i for i, name in enumerate(names)}
+    return sorted(names, key=lambda n: (cost(n), position[n]))
+
+
 def _search(session: Session, options: SweepOptions) -> MinimalPlan:
     """One run of the chosen strategy at the evaluator's current tolerance; unattainable tolerances raise."""
     from precision_lab.signals import layer_signals
 
     evaluator = session.evaluator
+    costs = _raise_costs(session, options)
     context = SearchContext(
+        tie_order=costs.get("int8"),
         names=session.names,
         higher_is_better=evaluator.metric.higher_is_better,
         sensitivity=options.sensitivity,
@@ -186,7 +214,8 @@ def _search(session: Session, options: SweepOptions) -> MinimalPlan:
         from precision_lab.search.levels import three_level_search
 
         strategy = three_level_search(
-            context, SEARCHES[options.search], session.builder.fp32_candidates, session.fp16_closeness()
+            context, SEARCHES[options.search], session.builder.fp32_candidates, session.fp16_closeness(),
+            costs.get("fp32"),
         )
     else:
         strategy = SEARCHES[options.search](context)

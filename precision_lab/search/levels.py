@@ -25,11 +25,14 @@ FP16_TO_FP32 = Level(FP32, FP16)
 INT8_TO_FP16 = Level(FP16, "int8")
 
 
-def fp16_range_ranking(nodes: Sequence[str], closeness: Mapping[str, float]) -> list[str]:
-    """``nodes`` ordered by ``closeness`` to the FP16 range (largest first; ties and unknown nodes in graph
-    order)."""
+def fp16_range_ranking(
+    nodes: Sequence[str], closeness: Mapping[str, float], tie_order: Sequence[str] | None = None
+) -> list[str]:
+    """``nodes`` ordered by ``closeness`` to the FP16 range (largest first); ties in ``tie_order`` (e.g. cheapest
+    to keep FP32 first), then graph order."""
     position = {name: i for i, name in enumerate(nodes)}
-    return sorted(nodes, key=lambda n: (-closeness.get(n, 0.0), position[n]))
+    tie = {name: i for i, name in enumerate(tie_order or ())}
+    return sorted(nodes, key=lambda n: (-closeness.get(n, 0.0), tie.get(n, len(tie)), position[n]))
 
 
 def _fp16_base(plan: PrecisionPlan, nodes: Sequence[str], candidates: set[str]) -> PrecisionPlan:
@@ -44,17 +47,19 @@ def three_level_search(
     int8_strategy: Callable[[object], Strategy[MinimalPlan]],
     float_nodes: Sequence[str],
     closeness: Mapping[str, float],
+    fp32_tie_order: Sequence[str] | None = None,
 ) -> Strategy[MinimalPlan]:
     """A verified plan that is 1-minimal at both levels (see the module docstring). ``context`` is the sweep's
     :class:`~precision_lab.search.strategies.SearchContext` (its ``names`` are the INT8 candidates),
     ``int8_strategy`` the strategy for the INT8 level, ``float_nodes`` every node a plan may keep FP32, in graph
-    order, and ``closeness`` each node's calibrated ``max |x| / 65504``. The result's ``all_fp16`` is the
+    order, ``closeness`` each node's calibrated ``max |x| / 65504``, and ``fp32_tie_order`` the order that breaks
+    its ties (the sweep: cheapest to keep FP32 first). The result's ``all_fp16`` is the
     all-FP16 baseline, ``fp32_first`` says whether all-FP16 failed (so the FP32 set was found first)."""
     names = list(context.names)
     candidates = set(names)
     all_fp16 = PrecisionPlan((n, FP16) for n in names)
     found32 = yield from minimal_plan_search(
-        fp16_range_ranking(float_nodes, closeness), level=FP16_TO_FP32, start=all_fp16
+        fp16_range_ranking(float_nodes, closeness, fp32_tie_order), level=FP16_TO_FP32, start=all_fp16
     )
     fp16_baseline = found32.all_int8  # the all-FP16 model: the FP32 level's base
     if found32.status == "unattainable":

@@ -27,8 +27,10 @@ __all__ = ["SearchContext", "SEARCHES", "full_search", "fast_search"]
 @dataclass(frozen=True)
 class SearchContext:
     """What a strategy may use: the candidate layers in graph order, the metric's direction, the sensitivity
-    mode (``full``), the one-pass signals (``fast``; computed only when called), and the level and start plan
-    (default INT8 -> FP32 from all-INT8)."""
+    mode (``full``), the one-pass signals (``fast``; computed only when called), the level and start plan
+    (default INT8 -> FP32 from all-INT8), and ``tie_order``: the order that breaks ties between layers of equal
+    sensitivity (default graph order; the sweep passes the layers by estimated cost of raising them, cheapest
+    first, so that of two equivalent layers the cheaper is kept)."""
 
     names: Sequence[str]
     higher_is_better: bool = False
@@ -36,6 +38,17 @@ class SearchContext:
     signals: Callable[[], Mapping[str, float]] | None = None
     level: Level = BINARY
     start: PrecisionPlan = field(default_factory=PrecisionPlan)
+    tie_order: Sequence[str] | None = None
+
+    def ordered(self) -> list[str]:
+        """``names`` in tie-break order (``tie_order``, then any name it lacks in graph order)."""
+        names = list(self.names)
+        if not self.tie_order:
+            return names
+        wanted = set(names)
+        first = [n for n in self.tie_order if n in wanted]
+        seen = set(first)
+        return first + [n for n in names if n not in seen]
 
 
 def full_search(context: SearchContext) -> Strategy[MinimalPlan]:
@@ -49,7 +62,7 @@ def full_search(context: SearchContext) -> Strategy[MinimalPlan]:
     scores: dict[str, dict[str, float]] = {}
     for (kind, layer, _), outcome in zip(plans, outcomes):
         scores.setdefault(kind, {})[layer] = outcome.value
-    ranking = rank_layers(names, scores=scores, higher_is_better=context.higher_is_better)
+    ranking = rank_layers(context.ordered(), scores=scores, higher_is_better=context.higher_is_better)
     found = yield from minimal_plan_search(ranking, level=level, start=start, baselines=baselines)
     return replace(found, scores=scores)
 
@@ -63,7 +76,7 @@ def fast_search(context: SearchContext) -> Strategy[MinimalPlan]:
     if context.signals is None:
         raise ValueError("the fast search needs one-pass signals")
     signal = dict(context.signals())
-    position = {name: i for i, name in enumerate(names)}
+    position = {name: i for i, name in enumerate(context.ordered())}
     order = sorted(names, key=lambda n: (-signal[n], position[n]))
     found = yield from fast_plan_search(order, level=level, start=start, baselines=baselines)
     return replace(found, scores={"signal": signal})

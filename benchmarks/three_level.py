@@ -62,15 +62,22 @@ def _costs(model_path: Path, plan: dict, gpu: str) -> dict[str, float]:
     }
 
 
-def run_model(key: str, search_count: int, heldout_count: int, root: Path, gpu: str, log) -> list[dict]:
+def run_model(
+    key: str, search_count: int, heldout_count: int, root: Path, gpu: str, log, modes: tuple[str, ...] = tuple(MODES)
+) -> list[dict]:
     from real_tier import TIER, heldout_value, search_and_heldout
 
     model = TIER[key]
     work = root / key
-    search, held = search_and_heldout(model, work / "feeds", search_count, heldout_count)
+    feeds = work / "feeds"
+    if (feeds / "search").is_dir() and (feeds / "heldout").is_dir():  # the same inputs as the other mode's run
+        search, held = feeds / "search", feeds / "heldout"
+    else:
+        search, held = search_and_heldout(model, feeds, search_count, heldout_count)
     path = model.fetch()
     rows = []
-    for mode, precisions in MODES.items():
+    for mode in modes:
+        precisions = MODES[mode]
         out = work / mode
         started = time.perf_counter()
         code, stderr = _sweep(path, search, out, [*model.args, "--recipe", "trt", "--precisions", precisions])
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.out / "runs.jsonl"
     done = [json.loads(line) for line in runs.read_text().splitlines()] if runs.exists() else []
-    finished = {row["model"] for row in done if row["mode"] == "three-level" and row.get("code") == 0}
+    finished = {(row["model"], row["mode"]) for row in done if row.get("code") == 0}
 
     def log(row: dict) -> None:
         with runs.open("a") as handle:
@@ -146,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: row[k] for k in row if k not in ("fp16", "fp32")}), flush=True)
 
     for key in args.models.split(","):
-        if key not in finished:
-            done = [row for row in done if row["model"] != key]
-            done += run_model(key, args.search, args.heldout, args.out, gpu, log)
+        todo = tuple(mode for mode in MODES if (key, mode) not in finished)
+        if todo:
+            done = [row for row in done if row["model"] != key or row["mode"] not in todo]
+            done += run_model(key, args.search, args.heldout, args.out, gpu, log, todo)
     wanted = args.models.split(",")
     print(_table([row for row in done if row["model"] in wanted]))
     return 0

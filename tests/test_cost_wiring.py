@@ -201,7 +201,7 @@ def test_layers_and_the_report_show_three_level_precisions(swept, prepared):
     )
     assert dict(zip(three.layers["name"], three.layers["precision"]))["conv3"] == "fp16"
     html = render_report(three)
-    assert "<p>Run <b>1</b> layers in FP16 and <b>2</b> nodes in FP32" in html
+    assert "<p>Run <b>1</b> layer in FP16 and <b>2</b> nodes in FP32" in html
     table = html[html.index("<table id=plan>"):]
     table = table[: table.index("</table>")]
     for name, precision, op in (("conv6", "FP32", "Conv"), (island, "FP32", "Relu"), ("conv3", "FP16", "Conv")):

@@ -122,7 +122,7 @@ def _table(rows: list[dict]) -> str:
             lines.append(f"| {row['model']} | {row['mode']} | failed: {row.get('error', '')} | | | | | | |")
             continue
         fp32 = f"{len(row['fp32'])}" + (f" ({', '.join(row['fp32'][:3])}{', ...' if len(row['fp32']) > 3 else ''})" if row["fp32"] else "")
-        all_fp16 = "" if row["all_fp16"] is None else f"{row['all_fp16']:.4g}"
+        all_fp16 = "" if row["all_fp16"] is None else f"{float(row['all_fp16']):.4g}"  # "inf" is written as text
         lines.append(
             f"| {row['model']} | {row['mode']} | {row['int8']} / {len(row['fp16'])} / {fp32} | "
             f"{row['cost']['plan']:.3f} (all-INT8 {row['cost']['all_int8']:.3f}) | {row['value']:.4g} | "

@@ -203,6 +203,8 @@ def open_session(
         custom_spec=metric if task else None,
         targets=dataset.eval_targets,
         judged=judged,
+        batch=options.batch,
+        suffix_cache=str(cache_dir / f"activations-{context(dataset.eval_fingerprint)[:32]}") if options.suffix else None,
     )
     evaluator = Evaluator(
         executor=make_executor(
@@ -216,6 +218,7 @@ def open_session(
         order={c.name: c.index for c in candidates},
         progress=Progress(options.progress),
         criterion=criterion,
+        early_stop=options.early_stop,
     )
     verifier = None
     if dataset.verify:
@@ -224,6 +227,7 @@ def open_session(
             eval_feeds=tuple(dataset.verify),
             reference=reference_outputs(prepared, dataset.verify, cache_dir, dataset.verify_fingerprint),
             targets=dataset.verify_targets,
+            suffix_cache=None,  # three plans, each a full number: not worth an FP32 pass of their own
         )
         verifier = replace(
             evaluator,

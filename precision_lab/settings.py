@@ -71,6 +71,9 @@ class SweepOptions:
     jobs: int = 1
     executor: str = "local"
     ray_address: str | None = None
+    suffix: bool = True  # suffix evaluation (precision_lab.suffix)
+    early_stop: bool = True  # exact early stop of pass/fail evaluations (precision_lab.early_stop)
+    batch: int = 1  # feeds per inference where the model allows it (precision_lab.batching)
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,13 @@ def _plan_section(result: SweepResult) -> str:
     for name in plan.fp32_layers:
         layer = layers[name]
         evidence = plan.evidence.get(name, {})
+        stopped = evidence.get("stopped_early")  # a bound: the evaluation stopped once it certainly failed
+        relation = ("≤" if result.metric_obj.higher_is_better else "≥") if stopped else "="
         why = (
-            f"returning it to INT8 gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value'), searched))}</b> "
-            f"(fails {_e(_num(searched))}); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
+            f"returning it to INT8 gives {_e(result.metric['name'])} {relation} <b>{_e(_num(evidence.get('value'), searched))}</b> "
+            f"(fails {_e(_num(searched))}"
+            + (f"; stopped after {stopped['samples']} of {stopped['of']} feeds" if stopped else "")
+            + f"); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
             if evidence
             else "–"
         )

@@ -1,0 +1,187 @@
+"""Cheaper evaluations, identical results: the acceptance figures of issue 15 item 2.
+
+For each model (default: PP-OCRv4 detection and YOLOv8n of the real-model tier, realistic feeds), in one run on
+the same data folder, full-mode sweeps (``--search full``, default options otherwise) run one after another:
+
+* ``before``: ``--no-suffix --no-early-stop`` (every evaluation runs the whole model on every feed);
+* ``after``: the defaults (suffix evaluation and exact early stop on);
+* ``suffix only`` (``--no-early-stop``), on the models named by ``--early-stop-models``: the same search with
+  every feed run, to measure what early stop saves.
+
+Printed (and written to ``--out``/results.json): the wall time of the isolate phase (every evaluation of the
+``sensitivity (isolate)`` batch, plus the FP32 pass that fills the activation cache), its ratio, whether the
+final plans are identical, the largest difference of any metric value between the two runs' complete
+evaluations, and the share of inference time early stop saves on the failing search evaluations (the same
+plans in ``suffix only`` and ``after``).
+
+    python benchmarks/evaluation_speed.py --models ppocr_det,yolov8n --out /tmp/evaluation_speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def _phase_timer():
+    """Wall seconds per phase of every ``Evaluator.evaluate`` call in this process (the real method runs; it is
+    only timed)."""
+    from precision_lab.evaluator import Evaluator
+
+    seconds: dict[str, float] = defaultdict(float)
+    original = Evaluator.evaluate
+
+    def timed(self, plans, phase):
+        start = time.perf_counter()
+        try:
+            return original(self, plans, phase)
+        finally:
+            seconds[phase] += time.perf_counter() - start
+
+    Evaluator.evaluate = timed
+    return seconds, lambda: setattr(Evaluator, "evaluate", original)
+
+
+def _sweep(model_path: Path, data: Path, out: Path, args: list[str]) -> tuple[dict[str, float], float]:
+    from precision_lab.cli import main
+
+    seconds, restore = _phase_timer()
+    start = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main(["sweep", str(model_path), "--data", str(data), "--out", str(out), "--quiet", "--no-resume", *args])
+    finally:
+        restore()
+    if code != 0:
+        raise SystemExit(f"sweep of {model_path.name} failed with exit code {code}")
+    return dict(seconds), time.perf_counter() - start
+
+
+def _compare(before, after) -> tuple[float, int]:
+    """Largest absolute difference of any built-in metric value over the complete evaluations both runs hold,
+    and how many evaluations were compared."""
+    theirs = {r.key: r for r in before.evaluation_records}
+    worst, compared = 0.0, 0
+    for record in after.evaluation_records:
+        other = theirs.get(record.key)
+        if other is None or record.status != "ok" or other.status != "ok":
+            continue
+        compared += 1
+        for part, values in record.parts.items():
+            for name, value in values.items():
+                if value != other.parts[part][name]:
+                    worst = max(worst, abs(value - other.parts[part][name]))
+    return worst, compared
+
+
+def _early_stop_share(full, cut) -> dict:
+    """Inference seconds of the failing search evaluations with every feed run (``full``) and with early stop
+    (``cut``), the same plans."""
+    metric, tolerance = full.metric_obj, full.metric["tolerance"]
+    criterion = full.criterion
+    cut_records = {r.key: r for r in cut.evaluation_records}
+    failing = [
+        r for r in full.evaluation_records
+        if r.phase == "search" and r.status == "ok" and not metric.passes(r.value(metric, criterion), tolerance)
+        and r.key in cut_records
+    ]
+    infer_full = sum(r.seconds.get("infer", 0.0) for r in failing)
+    infer_cut = sum(cut_records[r.key].seconds.get("infer", 0.0) for r in failing)
+    stopped = [cut_records[r.key] for r in failing if cut_records[r.key].status == "stopped"]
+    feeds_run = sum(r.stopped["samples"] for r in stopped)
+    feeds_all = sum(r.stopped["of"] for r in stopped)
+    return {
+        "failing_search_evaluations": len(failing),
+        "stopped": len(stopped),
+        "infer_seconds_full": infer_full,
+        "infer_seconds_early_stop": infer_cut,
+        "share_saved": 1 - infer_cut / infer_full if infer_full else None,
+        "feeds_run_by_stopped": f"{feeds_run}/{feeds_all}",
+    }
+
+
+def run_model(key: str, root: Path, feeds: int, early_stop: bool, log) -> dict:
+    from real_tier import TIER
+
+    import precision_lab as pl
+
+    model = TIER[key]
+    path = model.fetch()
+    data = root / key / "feeds"
+    if not data.exists():
+        model.make_feeds(path, data, feeds)
+    args = list(model.args)
+    runs = {"before": ["--no-suffix", "--no-early-stop"], "after": []}
+    if early_stop:
+        runs["suffix only"] = ["--no-early-stop"]
+    results, phases, walls = {}, {}, {}
+    for name, extra in runs.items():
+        out = root / key / name.replace(" ", "_")
+        phases[name], walls[name] = _sweep(path, data, out, args + extra)
+        results[name] = pl.load(out)
+        log(f"{key} {name}: wall {walls[name]:.1f} s, phases " + ", ".join(f"{p} {s:.1f} s" for p, s in phases[name].items()))
+    isolate = "sensitivity (isolate)"
+    before, after = results["before"], results["after"]
+    difference, compared = _compare(before, after)
+    row = {
+        "model": key,
+        "candidates": len(before.layer_results),
+        "feeds": {k: before.data[k] for k in ("calib_samples", "eval_samples", "verify_samples")},
+        "isolate_seconds": {name: phases[name].get(isolate) for name in runs},
+        "isolate_ratio": phases["before"][isolate] / phases["after"][isolate],
+        "wall_seconds": walls,
+        "evaluations": {name: len(r.evaluation_records) for name, r in results.items()},
+        "plans_identical": all(sorted(r.plan.fp32_layers) == sorted(before.plan.fp32_layers) for r in results.values()),
+        "fp32_layers": len(before.plan.fp32_layers),
+        "max_value_difference": difference,
+        "evaluations_compared": compared,
+        "isolate_scores_max_difference": max(
+            abs(a.scores["isolate"] - b.scores["isolate"])
+            for a, b in zip(sorted(before.layer_results, key=lambda x: x.name), sorted(after.layer_results, key=lambda x: x.name))
+        ),
+    }
+    if early_stop:
+        row["early_stop"] = _early_stop_share(results["suffix only"], after)
+    log(json.dumps(row, indent=1))
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="ppocr_det,yolov8n")
+    parser.add_argument("--early-stop-models", default="ppocr_det")
+    parser.add_argument("--feeds", type=int, default=64, help="feeds made per model (default 64: 16/32/16 split)")
+    parser.add_argument("--out", default="/tmp/evaluation_speed")
+    args = parser.parse_args(argv)
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0]
+    rows = []
+    for key in args.models.split(","):
+        rows.append(run_model(key, root, args.feeds, key in args.early_stop_models.split(","),
+                              lambda line: print(line, flush=True)))
+    summary = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+        "load_1min_before": load,
+        "load_1min_after": os.getloadavg()[0],
+        "rows": rows,
+    }
+    (root / "results.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

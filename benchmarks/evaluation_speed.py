@@ -3,7 +3,8 @@
 For each model (default: PP-OCRv4 detection and YOLOv8n of the real-model tier, realistic feeds), in one run on
 the same data folder, full-mode sweeps (``--search full``, default options otherwise) run one after another:
 
-* ``before``: ``--no-suffix --no-early-stop`` (every evaluation runs the whole model on every feed);
+* ``before``: the code before the change (``--before-tree``), or this code with ``--no-suffix --no-early-stop``
+  (every evaluation runs the whole model on every feed);
 * ``after``: the defaults (suffix evaluation and exact early stop on);
 * ``suffix only`` (``--no-early-stop``), on the models named by ``--early-stop-models``: the same search with
   every feed run, to measure what early stop saves.
@@ -14,7 +15,10 @@ final plans are identical, the largest difference of any metric value between th
 evaluations, and the share of inference time early stop saves on the failing search evaluations (the same
 plans in ``suffix only`` and ``after``).
 
-    python benchmarks/evaluation_speed.py --models ppocr_det,yolov8n --out /tmp/evaluation_speed
+    git worktree add --detach /tmp/base <commit before the change>
+    python benchmarks/evaluation_speed.py --before-tree /tmp/base --out /tmp/evaluation_speed
+
+Each sweep runs in a fresh Python process (``--before-tree``: importing the code of that checkout).
 """
 
 from __future__ import annotations
@@ -53,19 +57,34 @@ def _phase_timer():
     return seconds, lambda: setattr(Evaluator, "evaluate", original)
 
 
-def _sweep(model_path: Path, data: Path, out: Path, args: list[str]) -> tuple[dict[str, float], float]:
+def _sweep_here(model_path: str, data: str, out: str, args: list[str]) -> dict:
+    """One sweep in this process, its wall time and its wall seconds per phase."""
     from precision_lab.cli import main
 
     seconds, restore = _phase_timer()
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            code = main(["sweep", str(model_path), "--data", str(data), "--out", str(out), "--quiet", "--no-resume", *args])
+            code = main(["sweep", model_path, "--data", data, "--out", out, "--quiet", "--no-resume", *args])
     finally:
         restore()
-    if code != 0:
-        raise SystemExit(f"sweep of {model_path.name} failed with exit code {code}")
-    return dict(seconds), time.perf_counter() - start
+    return {"code": code, "phases": dict(seconds), "wall": time.perf_counter() - start}
+
+
+def _sweep(model_path: Path, data: Path, out: Path, args: list[str], tree: Path) -> tuple[dict[str, float], float]:
+    """One sweep in a fresh Python process that imports precision_lab from ``tree`` (this checkout, or a
+    checkout of the code before the change)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    command = [sys.executable, __file__, "--child", json.dumps([str(model_path), str(data), str(out), args])]
+    proc = subprocess.run(command, check=False, env=env, capture_output=True, text=True, cwd=tree)
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep of {model_path.name} failed:\n{proc.stderr[-2000:]}")
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    if found["code"] != 0:
+        raise SystemExit(f"sweep of {model_path.name} failed with exit code {found['code']}:\n{proc.stderr[-2000:]}")
+    return found["phases"], found["wall"]
 
 
 def _compare(before, after) -> tuple[float, int]:
@@ -111,7 +130,7 @@ def _early_stop_share(full, cut) -> dict:
     }
 
 
-def run_model(key: str, root: Path, feeds: int, early_stop: bool, log) -> dict:
+def run_model(key: str, root: Path, feeds: int, early_stop: bool, before_tree: Path | None, log) -> dict:
     from real_tier import TIER
 
     import precision_lab as pl
@@ -122,13 +141,15 @@ def run_model(key: str, root: Path, feeds: int, early_stop: bool, log) -> dict:
     if not data.exists():
         model.make_feeds(path, data, feeds)
     args = list(model.args)
-    runs = {"before": ["--no-suffix", "--no-early-stop"], "after": []}
+    # "before": the code before the change (--before-tree), or this code with both shortcuts off
+    runs = {"before": (before_tree, []) if before_tree else (REPO, ["--no-suffix", "--no-early-stop"]),
+            "after": (REPO, [])}
     if early_stop:
-        runs["suffix only"] = ["--no-early-stop"]
+        runs["suffix only"] = (REPO, ["--no-early-stop"])
     results, phases, walls = {}, {}, {}
-    for name, extra in runs.items():
+    for name, (tree, extra) in runs.items():
         out = root / key / name.replace(" ", "_")
-        phases[name], walls[name] = _sweep(path, data, out, args + extra)
+        phases[name], walls[name] = _sweep(path, data, out, args + extra, tree)
         results[name] = pl.load(out)
         log(f"{key} {name}: wall {walls[name]:.1f} s, phases " + ", ".join(f"{p} {s:.1f} s" for p, s in phases[name].items()))
     isolate = "sensitivity (isolate)"
@@ -136,6 +157,7 @@ def run_model(key: str, root: Path, feeds: int, early_stop: bool, log) -> dict:
     difference, compared = _compare(before, after)
     row = {
         "model": key,
+        "before": str(before_tree) if before_tree else "this code, --no-suffix --no-early-stop",
         "candidates": len(before.layer_results),
         "feeds": {k: before.data[k] for k in ("calib_samples", "eval_samples", "verify_samples")},
         "isolate_seconds": {name: phases[name].get(isolate) for name in runs},
@@ -163,13 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-stop-models", default="ppocr_det")
     parser.add_argument("--feeds", type=int, default=64, help="feeds made per model (default 64: 16/32/16 split)")
     parser.add_argument("--out", default="/tmp/evaluation_speed")
+    parser.add_argument("--before-tree", default=None,
+                        help="a checkout of the code before the change (e.g. a git worktree of the base commit); "
+                        "default: this code with --no-suffix --no-early-stop")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_sweep_here(*json.loads(args.child))))
+        return 0
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
     rows = []
     for key in args.models.split(","):
         rows.append(run_model(key, root, args.feeds, key in args.early_stop_models.split(","),
+                              Path(args.before_tree).resolve() if args.before_tree else None,
                               lambda line: print(line, flush=True)))
     summary = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -163,6 +163,17 @@ class GraphIndex:
         part.ir_version = self.model.ir_version
         return part
 
+    def nbytes(self, tensor: str) -> int | None:
+        """Bytes of one feed's ``tensor`` from its static shape (``None``: unknown shape or element type)."""
+        tensor_type = self.types[tensor].tensor_type
+        if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in tensor_type.shape.dim):
+            return None
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            return None
+        return int(np.prod([d.dim_value for d in tensor_type.shape.dim], dtype=np.int64)) * itemsize
+
     def exposing(self, tensors: Sequence[str]) -> onnx.ModelProto:
         """The prepared model with ``tensors`` as extra outputs (after its own)."""
         exposed = onnx.ModelProto()
@@ -172,6 +183,20 @@ class GraphIndex:
             if name not in present:
                 exposed.graph.output.append(onnx.helper.make_value_info(name, self.types[name]))
         return exposed
+
+
+#: default size limit of one activation cache folder (``PRECISION_LAB_ACTIVATION_CACHE_GB`` changes it)
+DEFAULT_CACHE_GB = 4.0
+
+
+def cache_budget() -> int:
+    """Bytes an activation cache may hold: ``PRECISION_LAB_ACTIVATION_CACHE_GB`` (default
+    :data:`DEFAULT_CACHE_GB`); plans whose activations do not fit run the whole model."""
+    try:
+        gigabytes = float(os.environ.get("PRECISION_LAB_ACTIVATION_CACHE_GB", DEFAULT_CACHE_GB))
+    except ValueError:
+        gigabytes = DEFAULT_CACHE_GB
+    return int(gigabytes * 1e9)
 
 
 def _file_name(tensor: str) -> str:
@@ -297,13 +322,38 @@ class SuffixEvaluator:
         cuts = [c for c in (self.cut(p) for p in plans) if c is not None]
         if len(plans) < 2 or not cuts:
             return
-        graph_inputs = self.index.graph_inputs
-        tensors = list(dict.fromkeys(t for c in cuts for t in c.cached(graph_inputs)))
+        tensors = self._within_budget(cuts)
+        if not tensors:
+            return
 
         def fill(names: Sequence[str], on_output: Callable) -> None:
             run(self.index.exposing(names).SerializeToString(), on_output)
 
         self.cache.fill(tensors, len(self.feeds), fill)
+
+    def _within_budget(self, cuts: Sequence[Cut]) -> list[str]:
+        """The tensors to cache for ``cuts``: the cuts that skip the most nodes per new byte first, while the
+        cache stays within :func:`cache_budget` bytes (a cut whose tensors have no static size is left out)."""
+        graph_inputs, count = self.index.graph_inputs, len(self.feeds)
+        used = sum(f.stat().st_size for f in self.cache.folder.glob("*.npy")) if self.cache.folder.exists() else 0
+        chosen: dict[str, int] = {}
+
+        def new_bytes(cut: Cut) -> int | None:
+            sizes = [self.index.nbytes(t) for t in cut.cached(graph_inputs) if t not in chosen and not self.cache.has(t)]
+            return None if any(size is None for size in sizes) else sum(sizes) * count
+
+        def worth(cut: Cut) -> float:
+            size = new_bytes(cut)
+            return -1.0 if size is None else (len(self.index.nodes) - len(cut.nodes)) / (1 + size)
+
+        budget = cache_budget()
+        for cut in sorted(cuts, key=worth, reverse=True):
+            size = new_bytes(cut)
+            if size is None or used + size > budget:
+                continue
+            used += size
+            chosen.update((t, 1) for t in cut.cached(graph_inputs) if not self.cache.has(t))
+        return list(chosen)
 
     def _within(self, plan: PrecisionPlan, cut: Cut) -> Placement:
         """``plan``'s placement restricted to the nodes of ``cut`` (a changed node that feeds no output is

@@ -248,3 +248,17 @@ def test_batching_gives_the_same_plans_and_values(tmp_path, name):
 def test_batch_must_be_positive(tmp_path):
     with pytest.raises(pl.InputError, match="--batch"):
         _sweep("plain_cnn", None, tmp_path / "out", batch=0)
+
+
+def test_activations_beyond_the_cache_budget_run_the_whole_model(tmp_path, monkeypatch):
+    """With no room for activations nothing is cached and every plan runs the whole model, with the same results."""
+    data = write_random_feeds(SAMPLES / "plain_cnn.onnx", tmp_path / "data", count=40)
+    roomy = _sweep("plain_cnn", data, tmp_path / "roomy", early_stop=False)
+    assert any((tmp_path / "roomy" / "cache").glob("activations-*/*.npy"))
+    monkeypatch.setenv("PRECISION_LAB_ACTIVATION_CACHE_GB", "0")
+    none = _sweep("plain_cnn", data, tmp_path / "none", early_stop=False)
+    assert not any((tmp_path / "none" / "cache").glob("activations-*/*.npy"))
+    assert roomy.plan.fp32_layers == none.plan.fp32_layers
+    a, b = _records(roomy), _records(none)
+    for key in a:
+        _assert_same_values(a[key], b[key])

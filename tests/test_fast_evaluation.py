@@ -114,6 +114,18 @@ def test_early_stop_stops_failing_search_evaluations(tmp_path):
         assert len(next(iter(record.samples.values()))) == record.stopped["samples"]
     frame = result.evaluations
     assert "complete" in frame.columns and not frame[frame.key.isin([r.key for r in stopped])].complete.any()
+    stopped_keys = {r.key: r for r in stopped}
+    html = (tmp_path / "out" / "report.html").read_text()
+    for name, evidence in result.plan.evidence.items():  # evidence from a stopped evaluation says it is a bound
+        if evidence["key"] in stopped_keys:
+            assert evidence["stopped_early"]["samples"] == stopped_keys[evidence["key"]].stopped["samples"]
+            assert f"stopped after {evidence['stopped_early']['samples']} of" in html
+        else:
+            assert "stopped_early" not in evidence
+    from precision_lab.report.plots import plot_tradeoff
+
+    labels = [t.get_text() for t in plot_tradeoff(result).axes[0].get_legend().get_texts()]
+    assert any("stopped early" in label for label in labels)
 
 
 def test_stopped_records_are_not_reused_where_a_full_value_is_needed(tmp_path):

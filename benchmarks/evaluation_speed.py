@@ -104,6 +104,28 @@ def _compare(before, after) -> tuple[float, int]:
     return worst, compared
 
 
+def _stopped_consistent(before, after) -> str:
+    """How many of ``after``'s stopped evaluations fail in ``before`` (at the tolerance they were stopped at: the
+    search tolerance of their round) with a value at or beyond their bound."""
+    metric, criterion = before.metric_obj, before.criterion
+    theirs = {r.key: r for r in before.evaluation_records}
+    stopped = [r for r in after.evaluation_records if r.status == "stopped" and r.key in theirs]
+    good = 0
+    for record in stopped:
+        bound, value = record.value(metric, criterion), theirs[record.key].value(metric, criterion)
+        beyond = value <= bound if metric.higher_is_better else value >= bound
+        good += beyond and not metric.passes(value, record.stopped["tolerance"])
+    return f"{good}/{len(stopped)}"
+
+
+def _isolate_steps(result) -> dict[str, float]:
+    """Seconds per step (Q/DQ build, session build, inference, comparison, total), summed over the isolate
+    evaluations; the rest of the phase's wall time is the FP32 pass that fills the activation cache."""
+    records = [r for r in result.evaluation_records if r.phase == "sensitivity (isolate)"]
+    return {step: round(sum(r.seconds.get(step, 0.0) for r in records), 2)
+            for step in ("qdq", "build", "infer", "compare", "total")}
+
+
 def _early_stop_share(full, cut) -> dict:
     """Inference seconds of the failing search evaluations with every feed run (``full``) and with early stop
     (``cut``), the same plans."""
@@ -162,6 +184,8 @@ def run_model(key: str, root: Path, feeds: int, early_stop: bool, before_tree: P
         "feeds": {k: before.data[k] for k in ("calib_samples", "eval_samples", "verify_samples")},
         "isolate_seconds": {name: phases[name].get(isolate) for name in runs},
         "isolate_ratio": phases["before"][isolate] / phases["after"][isolate],
+        "isolate_steps": {name: _isolate_steps(r) for name, r in results.items()},
+        "stopped_fail_in_before": _stopped_consistent(before, after),
         "wall_seconds": walls,
         "evaluations": {name: len(r.evaluation_records) for name, r in results.items()},
         "plans_identical": all(sorted(r.plan.fp32_layers) == sorted(before.plan.fp32_layers) for r in results.values()),
@@ -177,6 +201,39 @@ def run_model(key: str, root: Path, feeds: int, early_stop: bool, before_tree: P
         row["early_stop"] = _early_stop_share(results["suffix only"], after)
     log(json.dumps(row, indent=1))
     return row
+
+
+def markdown(summary: dict) -> str:
+    """The figures of ``summary`` (what :func:`main` writes to results.json) as the tables of RESULTS.md."""
+    lines = [
+        ("| model | N | isolate phase before / after (s) | ratio | wall before / after (s) | evaluations before / after "
+        "| plans identical | FP32 layers | max value difference | isolate scores max difference |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        iso, wall, evals = row["isolate_seconds"], row["wall_seconds"], row["evaluations"]
+        lines.append(
+            f"| {row['model']} | {row['candidates']} | {iso['before']:.1f} / {iso['after']:.1f} | "
+            f"**{row['isolate_ratio']:.2f}x** | {wall['before']:.1f} / {wall['after']:.1f} | "
+            f"{evals['before']} / {evals['after']} | {'yes' if row['plans_identical'] else '**no**'} | "
+            f"{row['fp32_layers']} | {row['max_value_difference']:.3g} ({row['evaluations_compared']} evaluations) | "
+            f"{row['isolate_scores_max_difference']:.3g} |"
+        )
+    stops = [row for row in summary["rows"] if "early_stop" in row]
+    if stops:
+        lines += [
+            "",
+            ("| model | failing search evaluations | stopped early | feeds run by the stopped ones | inference (s), every "
+            "feed / early stop | share of inference saved |"),
+            "|---|---|---|---|---|---|",
+        ]
+        for row in stops:
+            e = row["early_stop"]
+            lines.append(
+                f"| {row['model']} | {e['failing_search_evaluations']} | {e['stopped']} | {e['feeds_run_by_stopped']} | "
+                f"{e['infer_seconds_full']:.1f} / {e['infer_seconds_early_stop']:.1f} | **{e['share_saved']:.0%}** |"
+            )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (root / "results.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
+    print(markdown(summary))
     return 0
 
 

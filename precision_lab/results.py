@@ -369,7 +369,8 @@ class SweepResult:
     @property
     def evaluations(self):
         """One row per evaluation: sequence, phase, FP32 layer count, value, passed, complete (``False``: stopped
-        early once it certainly failed; its value is a bound), status, seconds."""
+        early once it certainly failed; its value is a bound, and ``passed`` is ``None`` when that bound does not
+        decide the sweep's tolerance, e.g. a record of a stricter until-verified round), status, seconds."""
         import pandas as pd
 
         metric = self.metric_obj
@@ -385,7 +386,10 @@ class SweepResult:
                     "num_fp32": len(record.fp32_layers),
                     "fp32_layers": list(record.fp32_layers),
                     "value": value,
-                    "passed": metric.passes(value, tolerance),
+                    # a stopped record proves a failure at its own (search) tolerance only: at the user's
+                    # tolerance it may be unknown (None)
+                    "passed": metric.passes(value, tolerance) if record.complete or record.status == "failed"
+                    else (False if record.fails_for_sure(metric, criterion, tolerance) else None),
                     "complete": record.complete,  # False: stopped early, ``value`` is only a bound
                     "status": record.status,
                     "seconds": record.seconds.get("total", math.nan),

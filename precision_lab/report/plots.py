@@ -147,7 +147,7 @@ def plot_tradeoff(result: SweepResult) -> Figure:
         if (values <= 0).any():
             ylabel += f" (0 drawn at {floor:.1g})"
         values = values.clip(lower=floor)
-    passed = frame["passed"].astype(bool)
+    passed = frame["passed"].fillna(False).astype(bool)
     complete = frame["complete"].astype(bool)
     failed = ~passed & complete
     ax.scatter(frame["num_fp32"][failed], values[failed], color=_FP32, label="fails", zorder=3)

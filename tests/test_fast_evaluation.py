@@ -116,7 +116,7 @@ def test_early_stop_stops_failing_search_evaluations(tmp_path):
     assert "complete" in frame.columns and not frame[frame.key.isin([r.key for r in stopped])].complete.any()
     stopped_keys = {r.key: r for r in stopped}
     html = (tmp_path / "out" / "report.html").read_text()
-    for name, evidence in result.plan.evidence.items():  # evidence from a stopped evaluation says it is a bound
+    for evidence in result.plan.evidence.values():  # evidence from a stopped evaluation says it is a bound
         if evidence["key"] in stopped_keys:
             assert evidence["stopped_early"]["samples"] == stopped_keys[evidence["key"]].stopped["samples"]
             assert f"stopped after {evidence['stopped_early']['samples']} of" in html

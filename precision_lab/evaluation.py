@@ -97,8 +97,8 @@ class PlanRunner:
         return self._batch
 
     def _whole_model(self, plan: PrecisionPlan):
-        """``plan``'s whole Q/DQ model and its feeds; batched (and a function mapping a batch's outputs back to
-        each feed's) when :attr:`batch` > 1."""
+        """``plan``'s whole Q/DQ model, its feeds and the feeds per inference: concatenated by :attr:`batch`
+        when that is more than 1 (the third value is then the batch size, else ``None``)."""
         model = self.builder.build(plan)
         if self.batch == 1:
             return PlanBuild(qdq_model=model.SerializeToString(), plan=plan), self.spec.eval_feeds, None

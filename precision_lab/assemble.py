@@ -92,6 +92,19 @@ def layer_table(session: Session, found: MinimalPlan) -> tuple[LayerSensitivity,
     )
 
 
+def _evidence(session: Session, outcome: Outcome) -> dict:
+    """One layer's evidence: the failing evaluation without it; ``stopped_early`` (feeds run of all) marks a value
+    that is only a bound, from an evaluation stopped once it certainly failed."""
+    evidence = {"key": outcome.key, "value": outcome.value, "passed": outcome.passed,
+                "fp32_layers": sorted(outcome.fp32_layers)}
+    if not outcome.plan.is_binary:  # a three-level plan's evidence names every precision
+        evidence["precisions"] = outcome.plan.to_json()
+    record = session.evaluator.record(outcome.plan)
+    if record.status == "stopped" and record.stopped:
+        evidence["stopped_early"] = {"samples": record.stopped["samples"], "of": record.stopped["of"]}
+    return evidence
+
+
 def verified_plan(session: Session, found: MinimalPlan) -> VerifiedPlan:
     """The plan as results and ``plan.json`` carry it, with the evidence for each raised layer."""
     rank_of = {name: i for i, name in enumerate(found.ranking or session.names)}
@@ -102,11 +115,7 @@ def verified_plan(session: Session, found: MinimalPlan) -> VerifiedPlan:
         value=found.outcome.value,
         passed=found.outcome.passed,
         key=found.outcome.key,
-        evidence={
-            name: {"key": o.key, "value": o.value, "passed": o.passed, "fp32_layers": sorted(o.fp32_layers)}
-            | ({} if o.plan.is_binary else {"precisions": o.plan.to_json()})
-            for name, o in found.evidence.items()
-        },
+        evidence={name: _evidence(session, o) for name, o in found.evidence.items()},
         precisions={} if plan.is_binary else plan.to_json(),
     )
 

@@ -140,6 +140,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
     search.add_argument(
+        "--no-suffix", action="store_true",
+        help="run the whole model for every plan (default: a binary plan runs only the part of the graph it "
+        "changes, from cached FP32 activations; results agree to 1e-6)",
+    )
+    search.add_argument(
+        "--batch", type=int, default=1, metavar="N",
+        help="N feeds per inference when a probe shows the model computes them as one at a time to 1e-6 "
+        "(default 1; not faster on small CPUs, see precision_lab/batching.py)",
+    )
+    search.add_argument(
+        "--no-early-stop", action="store_true",
+        help="run every feed of every evaluation (default: a pass/fail search evaluation stops once it certainly "
+        "fails, and records a bound, shown as >=)",
+    )
+    search.add_argument(
         "--jobs", "-j", type=int, default=1,
         help="N workers: processes, or Ray actors with --executor ray (default 1; results are identical)",
     )
@@ -348,6 +363,9 @@ def _cmd_sweep(args) -> int:
         precisions=args.precisions,
         target_gpu=args.target_gpu,
         qdq_model=args.qdq_model,
+        suffix=not args.no_suffix,
+        early_stop=not args.no_early_stop,
+        batch=args.batch,
     )
     _print_sweep(result, args.top)
     from precision_lab.report.channels import channel_warnings

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from precision_lab.compare import Metric
 from precision_lab.console import fmt_value
 from precision_lab.criterion import Criterion
+from precision_lab.early_stop import StopRule
 from precision_lab.executors import Executor
 from precision_lab.journal import JOURNAL_FORMAT, Journal
 from precision_lab.precisions import PrecisionPlan
@@ -25,7 +26,11 @@ from precision_lab.progress import Progress
 from precision_lab.results import Evaluation, Measurement
 from precision_lab.search import Outcome, Strategy, drive
 
-__all__ = ["Evaluator", "stable_hash"]
+__all__ = ["PASS_FAIL_PHASES", "Evaluator", "stable_hash"]
+
+#: phases whose evaluations only need pass or fail, and so may stop early (baselines, sensitivity and
+#: verification values are shown and used as numbers, and always run every feed)
+PASS_FAIL_PHASES = frozenset({"search"})
 
 log = logging.getLogger("precision_lab")
 
@@ -50,6 +55,7 @@ class Evaluator:
     progress: Progress
     criterion: Criterion = Criterion("aggregate")
     ran: int = 0
+    early_stop: bool = False  # stop pass/fail evaluations once they certainly fail (PASS_FAIL_PHASES)
 
     def key(self, plan: PrecisionPlan) -> str:
         """The journal key of ``plan`` (binary plans keep the key they always had)."""
@@ -71,17 +77,47 @@ class Evaluator:
         chosen = (Evaluation.from_json(r) for r in self.journal.records.values() if r.get("context") == self.context_key)
         return tuple(sorted(chosen, key=lambda r: r.sequence))
 
+    def stop_rule(self, phase: str) -> StopRule | None:
+        """The early-stop rule of ``phase``: only pass/fail phases, only with ``early_stop``."""
+        if not self.early_stop or phase not in PASS_FAIL_PHASES:
+            return None
+        return StopRule(self.metric, self.criterion, self.tolerance)
+
+    def usable(self, key: str, phase: str) -> bool:
+        """Whether the journal's record ``key`` answers ``phase``: a complete record always; a stopped one only
+        in a pass/fail phase and while it still proves the failure (same metric and criterion, a tolerance no
+        looser); anything that needs the full value evaluates the plan again."""
+        data = self.journal.get(key)
+        if data is None:
+            return False
+        if data.get("status") != "stopped":
+            return True
+        record = Evaluation.from_json(data)
+        return phase in PASS_FAIL_PHASES and record.fails_for_sure(self.metric, self.criterion, self.tolerance)
+
     def evaluate(self, plans: Sequence[PrecisionPlan], phase: str) -> list[Outcome]:
         """Outcomes of ``plans``, evaluating those the journal does not hold (progress under ``phase``)."""
-        todo = [plan for plan in dict.fromkeys(plans) if self.key(plan) not in self.journal]
+        todo = [plan for plan in dict.fromkeys(plans) if not self.usable(self.key(plan), phase)]
         if todo:
             bar = self.progress.bar(phase, len(todo))
-            for plan, measurement in self.executor.run(todo):
+            stop = self.stop_rule(phase)
+            prefetch = getattr(self.executor, "prefetch", None)
+            if prefetch is not None:
+                prefetch(todo)
+            for plan, measurement in self.executor.run(todo, stop) if stop else self.executor.run(todo):
                 record = self._append(plan, phase, measurement)
                 bar.update(1)
-                value = record.value(self.metric, self.criterion)
-                bar.set_postfix_str(f"{self.metric.name}={fmt_value(value, self.tolerance)}", refresh=False)
+                bar.set_postfix_str(f"{self.metric.name}={self.shown_value(record)}", refresh=False)
         return [self.outcome(self.record(plan)) for plan in plans]
+
+    def shown_value(self, record: Evaluation) -> str:
+        """``record``'s value as the terminal shows it: a stopped evaluation's bound as ``>=x`` (``<=x`` for
+        higher-is-better metrics) with the feeds it ran, never as if it were the full value."""
+        value = fmt_value(record.value(self.metric, self.criterion), self.tolerance)
+        if record.status == "stopped" and record.stopped:
+            side = "<=" if self.metric.higher_is_better else ">="
+            return f"{side}{value} (failed after {record.stopped['samples']}/{record.stopped['of']} feeds)"
+        return value
 
     def drive(self, strategy: Strategy):
         """Run ``strategy`` to its result; each batch is evaluated under its phase (default ``search``)."""
@@ -92,7 +128,7 @@ class Evaluator:
         self.executor.close()
 
     def _append(self, plan: PrecisionPlan, phase: str, measurement: Measurement) -> Evaluation:
-        if measurement.status != "ok":
+        if measurement.status == "failed":
             log.warning(
                 "evaluation of a plan with %d layers out of INT8 failed: %s", len(plan.high_precision), measurement.error
             )

@@ -42,8 +42,8 @@ def _from_text(value):
 
 @dataclass(frozen=True)
 class Measurement:
-    """What one evaluation measured (it crosses process boundaries from workers): ``status`` (``"ok"`` or
-    ``"failed"``, with ``error``), every built-in metric per judged part and per whole output, per-channel error
+    """What one evaluation measured (it crosses process boundaries from workers): ``status`` (``"ok"``,
+    ``"failed"`` with ``error``, or ``"stopped"`` early once certainly failing, with ``stopped``), every built-in metric per judged part and per whole output, per-channel error
     sums, per-sample error statistics, a task metric's value and per-feed values, and seconds per step."""
 
     status: str = "ok"
@@ -55,6 +55,7 @@ class Measurement:
     custom_samples: list[float] | None = None
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    stopped: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,12 @@ class Evaluation:
     feed, in feed order), a task metric's value and per-feed values (``custom``, ``custom_samples``), and
     where time went.
 
-    ``status`` is ``"ok"`` or ``"failed"`` (``error`` says why; its value is NaN).
+    ``status`` is ``"ok"``, ``"failed"`` (``error`` says why; its value is NaN) or ``"stopped"``: a pass/fail
+    evaluation stopped once it certainly failed (:mod:`precision_lab.early_stop`). A stopped record is *not
+    complete*: ``stopped`` holds the metric, criterion and tolerance it was judged by, the feeds run
+    (``samples`` of ``of``) and ``bound``, the best value the whole evaluation could have reached; its value is
+    that bound (under that metric and criterion only; NaN otherwise), its per-sample statistics cover the feeds
+    run, and it has no confidence interval. Only :attr:`complete` records feed sensitivity scores and charts.
     """
 
     key: str
@@ -82,6 +88,22 @@ class Evaluation:
     samples: dict[str, list[list[float]]] = field(default_factory=dict)
     custom_samples: list[float] | None = None
     precisions: dict[str, str] = field(default_factory=dict)  # only for plans with FP16 layers
+    stopped: dict | None = None  # only for evaluations stopped early (status "stopped")
+
+    @property
+    def complete(self) -> bool:
+        """Whether every feed was run and compared (a stopped record's value is only a bound)."""
+        return self.status == "ok"
+
+    def fails_for_sure(self, metric: Metric, criterion: Criterion, tolerance: float) -> bool:
+        """Whether this stopped record still proves a failure under ``metric``, ``criterion`` and ``tolerance``
+        (same metric and criterion, and a tolerance no looser than its bound allows)."""
+        from precision_lab.early_stop import StopRule
+
+        s = self.stopped
+        if self.status != "stopped" or not s or s.get("metric") != metric.name or s.get("criterion") != criterion.name:
+            return False
+        return StopRule(metric, criterion, tolerance).certainly_fails(float(s["bound"]))
 
     @classmethod
     def of(cls, *, key: str, plan: PrecisionPlan, fp32_layers: tuple[str, ...], phase: str, sequence: int,
@@ -103,7 +125,11 @@ class Evaluation:
 
     def value(self, metric: Metric, criterion: Criterion = AGGREGATE) -> float:
         """The plan's value of ``metric`` under ``criterion`` (default: the aggregate over the set; the worst
-        part decides). NaN for a failed evaluation."""
+        part decides). NaN for a failed evaluation; for a stopped one, the bound it was stopped at (a lower bound
+        of a lower-is-better metric, an upper bound otherwise) under the metric and criterion it was judged by,
+        else NaN."""
+        if self.status == "stopped" and self.stopped and self.stopped.get("metric") == metric.name:
+            return float(self.stopped["bound"]) if self.stopped.get("criterion") == criterion.name else math.nan
         if self.status != "ok":
             return math.nan
         if metric.name in METRICS and not criterion.per_sample:
@@ -166,6 +192,7 @@ class Evaluation:
             samples=data.get("samples", {}),
             custom_samples=data.get("custom_samples"),
             precisions=data.get("precisions", {}),
+            stopped=data.get("stopped"),
         )
 
 
@@ -343,7 +370,9 @@ class SweepResult:
 
     @property
     def evaluations(self):
-        """One row per evaluation: sequence, phase, FP32 layer count, value, passed, status, seconds, key,
+        """One row per evaluation: sequence, phase, FP32 layer count, value, passed, complete (``False``: stopped
+        early once it certainly failed; its value is a bound, and ``passed`` is ``None`` when that bound does not
+        decide the sweep's tolerance, e.g. a record of a stricter until-verified round), status, seconds, key,
         ``estimated_cost`` (the plan's roofline time on the target GPU relative to all-FP16; NaN when the model
         could not be estimated) and ``latency_ms`` (the latency the backend measured; NaN when it measures
         none)."""
@@ -363,7 +392,11 @@ class SweepResult:
                     "num_fp32": len(record.fp32_layers),
                     "fp32_layers": list(record.fp32_layers),
                     "value": value,
-                    "passed": metric.passes(value, tolerance),
+                    # a stopped record proves a failure at its own (search) tolerance only: at the user's
+                    # tolerance it may be unknown (None)
+                    "passed": metric.passes(value, tolerance) if record.complete or record.status == "failed"
+                    else (False if record.fails_for_sure(metric, criterion, tolerance) else None),
+                    "complete": record.complete,  # False: stopped early, ``value`` is only a bound
                     "status": record.status,
                     "seconds": record.seconds.get("total", math.nan),
                     "key": record.key,

@@ -265,6 +265,13 @@ def open_session(
         judged=judged,
         precisions=tuple(options.precisions),
         user_qdq=user_qdq,
+        batch=options.batch,
+        # suffix evaluation needs every node upstream of the cut to compute the FP32 reference: not so when the
+        # other nodes run FP16 (three levels), nor on a user's Q/DQ model (its own placement)
+        suffix_cache=(
+            str(cache_dir / f"activations-{context(dataset.eval_fingerprint)[:32]}")
+            if options.suffix and "fp16" not in options.precisions and user_qdq is None else None
+        ),
     )
     evaluator = Evaluator(
         executor=make_executor(
@@ -278,6 +285,7 @@ def open_session(
         order={c.name: c.index for c in candidates},
         progress=Progress(options.progress),
         criterion=criterion,
+        early_stop=options.early_stop,
     )
     verifier = None
     if dataset.verify:
@@ -286,6 +294,7 @@ def open_session(
             eval_feeds=tuple(dataset.verify),
             reference=reference_outputs(prepared, dataset.verify, cache_dir, dataset.verify_fingerprint),
             targets=dataset.verify_targets,
+            suffix_cache=None,  # three plans, each a full number: not worth an FP32 pass of their own
         )
         verifier = replace(
             evaluator,

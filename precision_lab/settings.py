@@ -77,6 +77,9 @@ class SweepOptions:
     precisions: tuple[str, ...] = ("int8", "fp32")  # the precision levels a plan may use, lowest first
     target_gpu: str = "H100 SXM"  # the GPU of the cost estimate: a name of precision_lab.cost.GPUS
     qdq_model: str | os.PathLike | None = None  # the user's Q/DQ model (issue 14): candidates and scales from it
+    suffix: bool = True  # suffix evaluation (precision_lab.suffix)
+    early_stop: bool = True  # exact early stop of pass/fail evaluations (precision_lab.early_stop)
+    batch: int = 1  # feeds per inference where the model allows it (precision_lab.batching)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,9 @@ def sweep(
     precisions: Sequence[str] = ("int8", "fp32"),
     target_gpu: str = "H100 SXM",
     qdq_model: str | os.PathLike | None = None,
+    suffix: bool = True,
+    early_stop: bool = True,
+    batch: int = 1,
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -117,6 +120,11 @@ def sweep(
     whose roofline estimates each plan's cost. ``qdq_model`` (default none): the user's own Q/DQ model of
     ``model`` (ModelOpt, ``quantize_static``, QAT export), whose quantized nodes are the candidates, with its
     scales and no calibration (:mod:`precision_lab.user_qdq`); two-level plans only.
+    Two exact speed-ups are on by default
+    (``False`` turns each off; results agree to 1e-6 either way): ``suffix`` runs only the part of the graph a
+    binary plan changes, from cached FP32 activations; ``early_stop`` stops a pass/fail search evaluation once it
+    certainly fails (its recorded value is then a bound, marked as such). ``batch`` (default 1: off) runs that
+    many feeds per inference when a probe shows the model computes them as it does one at a time (to 1e-6).
     """
     started = time.perf_counter()
     options = SweepOptions(
@@ -128,7 +136,8 @@ def sweep(
         judge_outputs=tuple(judge_outputs), sensitivity=sensitivity, backend=backend,
         backend_options=backend_options, resume=resume, progress=progress, search=search, jobs=jobs,
         executor=executor, ray_address=ray_address, precisions=check_precisions(precisions),
-        target_gpu=check_target_gpu(target_gpu), qdq_model=qdq_model,
+        target_gpu=check_target_gpu(target_gpu), qdq_model=qdq_model, suffix=suffix, early_stop=early_stop,
+        batch=batch,
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,
@@ -139,6 +148,8 @@ def sweep(
             "--qdq-model searches two-level plans only: the user's Q/DQ model fixes the INT8 layers and their "
             "scales; drop --precisions int8,fp16,fp32, or sweep the FP32 model with it"
         )
+    if batch < 1:
+        raise InputError(f"--batch must be 1 or more, got {batch}")
     setting = resolve_metric(metric, metric_direction, tolerance, max_drop)
     criterion_obj = Criterion.parse(criterion)
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]

@@ -78,8 +78,25 @@ class Backend(ABC):
         on_output: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     ) -> tuple[list[dict[str, np.ndarray]], RunTimings]:
         """Build ``plan`` and run it on ``feeds``; with ``on_output`` each feed's outputs are handed over as they
-        are produced instead of returned. Raises ``EvaluationError`` when it cannot be built or run; errors of
+        are produced instead of returned, and a true return value of ``on_output`` asks to stop before the next
+        feed (a backend may run the remaining feeds anyway; their outputs are then dropped). Raises ``EvaluationError`` when it cannot be built or run; errors of
         ``on_output`` itself propagate unchanged."""
+
+    @property
+    def runs_suffixes(self) -> bool:
+        """Whether a part of a Q/DQ model, fed with FP32 activations computed by this backend from the prepared
+        model, gives exactly the outputs of the whole Q/DQ model (default ``False``: always run the whole model)."""
+        return False
+
+    @property
+    def batches_feeds(self) -> bool:
+        """Whether :meth:`run` takes feeds concatenated on axis 0 by a model with a symbolic first dimension
+        (default ``False``: one feed per inference)."""
+        return False
+
+    def quiet(self) -> Backend:
+        """This backend without log lines of its own, for probes that are expected to fail (default: as it is)."""
+        return self
 
     def for_workers(self, jobs: int) -> Backend:
         """This backend as it ships to each of ``jobs`` parallel workers (default: as it is)."""

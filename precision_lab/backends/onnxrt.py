@@ -41,6 +41,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = tuple(providers)
         self.threads = threads
         self.optimize = optimize
+        self.log_severity = 3  # ONNX Runtime's own log: errors (4: fatal only, for probes expected to fail)
 
     @classmethod
     def from_options(cls, options: Mapping[str, object] | None = None):
@@ -59,6 +60,25 @@ class OnnxRuntimeBackend(Backend):
         how = "graph optimizations on" if self.optimize else "exact Q/DQ arithmetic, graph optimizations off"
         return f"ONNX Runtime {onnxruntime.__version__} ({', '.join(self.providers)}; {how})"
 
+    @property
+    def runs_suffixes(self) -> bool:
+        """True without graph optimizations: each node then runs the same kernel on the same inputs, whether
+        in the FP32 model, the whole Q/DQ model or a part of it (optimizations could fuse differently)."""
+        return not self.optimize
+
+    @property
+    def batches_feeds(self) -> bool:
+        """ONNX Runtime runs any batch a model's symbolic dimensions allow."""
+        return True
+
+    def quiet(self) -> OnnxRuntimeBackend:
+        """This backend with ONNX Runtime's log at fatal only (a probe's expected failures print nothing)."""
+        import copy
+
+        moved = copy.copy(self)
+        moved.log_severity = 4
+        return moved
+
     def for_workers(self, jobs: int) -> OnnxRuntimeBackend:
         """The same session settings with cores // ``jobs`` threads, so workers do not oversubscribe."""
         import copy
@@ -74,7 +94,10 @@ class OnnxRuntimeBackend(Backend):
 
         data = model if isinstance(model, bytes) else model.SerializeToString()
         try:
-            return create_session(data, providers=self.providers, optimize=self.optimize, threads=self.threads)
+            return create_session(
+                data, providers=self.providers, optimize=self.optimize, threads=self.threads,
+                log_severity=getattr(self, "log_severity", 3),
+            )
         except Exception as exc:
             raise EvaluationError(f"ONNX Runtime could not load the model: {first_line(exc)}") from exc
 
@@ -87,7 +110,7 @@ class OnnxRuntimeBackend(Backend):
         """Outputs of the plan's Q/DQ model (or of a model) for each feed, and build / inference seconds.
 
         With ``on_output``, each feed's outputs go to ``on_output(index, outputs)`` as they are produced and are
-        not kept (the returned list is empty)."""
+        not kept (the returned list is empty); when it returns true, the remaining feeds are not run."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
         model = plan.qdq_model if isinstance(plan, PlanBuild) else plan
@@ -105,7 +128,7 @@ class OnnxRuntimeBackend(Backend):
                 # is the caller's, not a failed evaluation
                 if on_output is None:
                     outputs.append(result)
-                else:
-                    on_output(index, result)
+                elif on_output(index, result):
+                    break
         done = time.perf_counter()
         return outputs, RunTimings(build=built - start, infer=done - built)

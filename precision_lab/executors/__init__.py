@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
+from precision_lab.early_stop import StopRule
 from precision_lab.errors import InputError
 from precision_lab.evaluation import PlanRunner, WorkerSpec
 from precision_lab.executors.local import ProcessExecutor, SerialExecutor
@@ -21,8 +22,11 @@ __all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "make_executor", "EX
 
 
 class Executor(Protocol):
-    def run(self, plans: Sequence[PrecisionPlan]) -> Iterator[tuple[PrecisionPlan, Measurement]]:
-        """Evaluate ``plans``; yield each ``(plan, measurement)`` as it finishes (any order)."""
+    def run(
+        self, plans: Sequence[PrecisionPlan], stop: StopRule | None = None
+    ) -> Iterator[tuple[PrecisionPlan, Measurement]]:
+        """Evaluate ``plans``; yield each ``(plan, measurement)`` as it finishes (any order). With ``stop``, an
+        evaluation may stop once it certainly fails (:mod:`precision_lab.early_stop`)."""
         ...
 
     def close(self) -> None:

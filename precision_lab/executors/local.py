@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from dataclasses import replace
 
+from precision_lab.early_stop import StopRule
 from precision_lab.evaluation import PlanRunner, WorkerSpec
 from precision_lab.precisions import PrecisionPlan
 from precision_lab.results import Measurement
@@ -27,9 +28,15 @@ class SerialExecutor:
     def __init__(self, runner: PlanRunner) -> None:
         self.runner = runner
 
-    def run(self, plans: Sequence[PrecisionPlan]) -> Iterator[tuple[PrecisionPlan, Measurement]]:
+    def prefetch(self, plans: Sequence[PrecisionPlan]) -> None:
+        """Cache what ``plans`` read before they run (suffix evaluation's FP32 activations)."""
+        self.runner.prefetch(plans)
+
+    def run(
+        self, plans: Sequence[PrecisionPlan], stop: StopRule | None = None
+    ) -> Iterator[tuple[PrecisionPlan, Measurement]]:
         for plan in plans:
-            yield plan, self.runner.run(plan)
+            yield plan, self.runner.run(plan, stop)
 
     def close(self) -> None:
         pass
@@ -50,9 +57,9 @@ def _init_worker(spec: WorkerSpec) -> None:
     _WORKER = PlanRunner.from_spec(spec)
 
 
-def _work(plan: PrecisionPlan) -> Measurement:
+def _work(plan: PrecisionPlan, stop: StopRule | None = None) -> Measurement:
     assert _WORKER is not None, "worker not initialised"
-    return _WORKER.run(plan)
+    return _WORKER.run(plan, stop)
 
 
 def spec_for_workers(spec: WorkerSpec, jobs: int) -> WorkerSpec:
@@ -113,9 +120,15 @@ class ProcessExecutor:
             )
         return False
 
-    def run(self, plans: Sequence[PrecisionPlan]) -> Iterator[tuple[PrecisionPlan, Measurement]]:
+    def prefetch(self, plans: Sequence[PrecisionPlan]) -> None:
+        """Cache what ``plans`` read, here, before workers (which share the cache folder) run them."""
+        self.local.prefetch(plans)
+
+    def run(
+        self, plans: Sequence[PrecisionPlan], stop: StopRule | None = None
+    ) -> Iterator[tuple[PrecisionPlan, Measurement]]:
         if not self._worth_workers(plans):
-            for plan, measurement in self.local.run(plans):
+            for plan, measurement in self.local.run(plans, stop):
                 self._seconds.append(measurement.seconds.get("total", 0.0))
                 yield plan, measurement
             return
@@ -126,7 +139,7 @@ class ProcessExecutor:
                 initializer=_init_worker,
                 initargs=(self.spec,),
             )
-        futures = {self._pool.submit(_work, plan): plan for plan in plans}
+        futures = {self._pool.submit(_work, plan, stop): plan for plan in plans}
         for future in as_completed(futures):
             yield futures[future], future.result()
 

@@ -47,10 +47,10 @@ class _PlanActor:
     def ready(self) -> bool:
         return True
 
-    def run(self, plan: PrecisionPlan) -> Measurement:
+    def run(self, plan: PrecisionPlan, stop=None) -> Measurement:
         if self.error is not None:
             raise self.error
-        return self.runner.run(plan)
+        return self.runner.run(plan, stop)
 
 
 def _node_local_caches(spec: WorkerSpec, driver_node: str) -> WorkerSpec:
@@ -170,9 +170,9 @@ class RayExecutor:
 
     # --- evaluating --------------------------------------------------------------------------------------
 
-    def run(self, plans: Sequence[PrecisionPlan]) -> Iterator[tuple[PrecisionPlan, Measurement]]:
+    def run(self, plans: Sequence[PrecisionPlan], stop=None) -> Iterator[tuple[PrecisionPlan, Measurement]]:
         if len(plans) == 1:
-            yield from self.local.run(plans)
+            yield from self.local.run(plans, stop)
             return
         ray = self.ray
         if not self._actors:
@@ -184,7 +184,7 @@ class RayExecutor:
             while todo or pending:
                 while todo and idle:
                     plan, actor = todo.pop(), idle.pop(0)
-                    pending[actor.run.remote(plan)] = (plan, actor)
+                    pending[actor.run.remote(plan, stop)] = (plan, actor)
                 (done,), _ = ray.wait(list(pending), num_returns=1)
                 plan, actor = pending.pop(done)
                 fields = self._result(done)

@@ -127,9 +127,13 @@ def _plan_section(result: SweepResult) -> str:
         precision = precisions.get(name, "fp32")
         lower = "FP16" if three_level and precision == "fp32" else "INT8"
         evidence = plan.evidence.get(name, {})
+        stopped = evidence.get("stopped_early")  # a bound: the evaluation stopped once it certainly failed
+        relation = ("≤" if result.metric_obj.higher_is_better else "≥") if stopped else "="
         why = (
-            f"returning it to {lower} gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value'), searched))}</b> "
-            f"(fails {_e(_num(searched))}); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
+            f"returning it to {lower} gives {_e(result.metric['name'])} {relation} <b>{_e(_num(evidence.get('value'), searched))}</b> "
+            f"(fails {_e(_num(searched))}"
+            + (f"; stopped after {stopped['samples']} of {stopped['of']} feeds" if stopped else "")
+            + f"); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
             if evidence
             else "–"
         )

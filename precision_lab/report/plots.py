@@ -177,9 +177,16 @@ def plot_tradeoff(result: SweepResult) -> Figure:
     ax = fig.add_subplot()
     values, ylabel, floor = _metric_axis(frame, metric)
     log = floor is not None
-    passed = frame["passed"].astype(bool)
-    ax.scatter(frame["num_fp32"][~passed], values[~passed], color=_FP32, label="fails", zorder=3)
+    passed = frame["passed"].fillna(False).astype(bool)
+    complete = frame["complete"].astype(bool)
+    failed = ~passed & complete
+    ax.scatter(frame["num_fp32"][failed], values[failed], color=_FP32, label="fails", zorder=3)
     ax.scatter(frame["num_fp32"][passed], values[passed], color=_PASS, label="passes", zorder=3)
+    if (~complete).any():  # an evaluation stopped early: its value is only a bound, drawn as one
+        lower = metric["direction"] == "lower"
+        ax.scatter(frame["num_fp32"][~complete], values[~complete], marker="^" if lower else "v", facecolors="none",
+                   edgecolors=_FP32, zorder=3,
+                   label=f"fails, stopped early ({'at least' if lower else 'at most'} this value)")
     plan = result.plan
     if math.isfinite(plan.value):
         plan_y = max(plan.value, floor) if log else plan.value

@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_models"
 EXPECTED = json.loads((SAMPLES / "expected_plans.json").read_text())
 SAMPLE_NAMES = sorted(name.removesuffix(".onnx") for name in EXPECTED)
+EXPECTED_FP16 = json.loads((SAMPLES / "expected_plans_fp16.json").read_text())  # three-level planted plans
+FP16_SAMPLE_NAMES = sorted(name.removesuffix(".onnx") for name in EXPECTED_FP16)
 
 
 def write_random_feeds(model_path: Path, folder: Path, count: int = 48, seed: int = 1) -> Path:
@@ -74,6 +76,13 @@ def sweep_sample_models(root: Path, expected: dict, names, *extra: str) -> dict[
         assert proc.returncode == 0, proc.stderr
         outs[name] = out
     return outs
+
+
+@pytest.fixture(scope="session")
+def three_level_sweeps(tmp_path_factory) -> dict[str, Path]:
+    """The two FP16 sample models swept once with ``--precisions int8,fp16,fp32``: name -> out dir."""
+    root = tmp_path_factory.mktemp("three_level")
+    return sweep_sample_models(root, EXPECTED_FP16, FP16_SAMPLE_NAMES, "--precisions", "int8,fp16,fp32")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,187 @@
+"""Adaptive search: a verified 1-minimal plan from a signal order, with group tests instead of a sensitivity pass.
+
+1. Baselines (shared with every strategy).
+2. Two checks of the order (most suspicious first), :func:`order_is_wrong`: ``isolate`` plans of the
+   ceil(log2 N) layers it trusts most (none may fail or add more than half an average layer's error), then its
+   first half (must pass, or the needed layers are not at the front). If either fails, the full mode's order
+   takes over: one ``isolate`` evaluation per layer (the probes are among them, so they are not lost), the
+   full mode's bisection (skipping the prefixes known to fail because layers that break the plan alone are
+   missing) and its pruning. That branch costs at most one evaluation more than the full mode, the first-half
+   check, and reaches the full mode's plan.
+3. Otherwise, bisection over the order for the shortest passing prefix: its last layer is needed, and the
+   failing prefix before it is its proof.
+4. Group pruning of the rest of the prefix, least suspicious first (:func:`group_prune`, adaptive splitting in
+   Hwang's manner): return a whole group to the base precision; if the plan still passes, the group goes; if it
+   fails, binary splitting inside it finds one needed layer, whose last failing plan is its exact proof.
+5. The full mode's pruning passes (:func:`~precision_lab.search.minimal.prune`) re-prove the layers whose proof
+   went stale when later groups left (one evaluation each on a monotone problem) and repair a problem that is
+   not monotone.
+
+Evaluations with k needed layers among N, when the order puts them first: 2 baselines, ceil(log2 N) probes,
+the first-half check, ceil(log2 N) - 1 more bisection steps and k - 1 pruning tests: at most
+2k + 2 * ceil(log2 N) + 4. With a wrong order no search can promise that (telling k of N layers apart takes
+log2(N choose k) tests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
+
+from precision_lab.precisions import BINARY, Level, PrecisionPlan
+from precision_lab.search.base import Batch, Outcome, Strategy
+from precision_lab.search.minimal import MinimalPlan, baseline_step, prune
+from precision_lab.search.sensitivity import SENSITIVITY_KINDS, rank_layers
+
+__all__ = ["PROBE_SHARE", "adaptive_plan_search", "group_prune", "group_size", "order_is_wrong"]
+
+EVERY_LAYER_AT_BASE = PrecisionPlan()
+"""The default start plan: no layer named, so every layer at the level's base precision (INT8)."""
+
+PROBE_SHARE = 0.5
+"""A probed layer that adds more than this share of an average layer's error disproves the order."""
+
+
+def adaptive_plan_search(
+    order: Sequence[str],
+    *,
+    level: Level = BINARY,
+    start: PrecisionPlan = EVERY_LAYER_AT_BASE,
+    baselines: tuple[Outcome, Outcome] | None = None,
+    names: Sequence[str] | None = None,
+    higher_is_better: bool = False,
+) -> Strategy[MinimalPlan]:
+    """Search over ``order`` (most suspicious first) for a verified, 1-minimal plan (see the module). When the
+    order is wrong, the full mode's ``isolate`` order takes over and its values are published in ``scores``.
+    ``baselines``: when the caller has them already; ``names``: graph order, for ties (default ``order``);
+    ``higher_is_better``: the metric's direction (default lower is better)."""
+    order = list(order)
+    (all_int8, all_fp32), verdict = yield from baseline_step(order, level, start, baselines)
+    if verdict is not None:
+        return verdict
+    isolate = partial(SENSITIVITY_KINDS["isolate"].plan, names=order, level=level, start=start)
+    trusted = order[::-1][: math.ceil(math.log2(len(order)))]
+    probes = yield Batch([isolate(layer) for layer in trusted], "probe (isolate)")
+    wrong = order_is_wrong(probes, all_int8, all_fp32, len(order), higher_is_better)
+    half = len(order) // 2
+    if not wrong and half >= 2:
+        (first,) = yield [level.apply(start, order[:half])]
+        wrong = not first.passed
+    if not wrong:
+        found = yield from _prefix_then_prune(order, all_int8, all_fp32, 0, group_prune, level, start)
+        return found
+
+    outcomes = yield Batch([isolate(layer) for layer in order], "sensitivity (isolate)")
+    scores = {"isolate": {layer: outcome.value for layer, outcome in zip(order, outcomes)}}
+    ranking = rank_layers(names or order, scores=scores, higher_is_better=higher_is_better)
+    alone = {layer for layer, outcome in zip(order, outcomes) if not outcome.passed}
+    known = len(alone) - 1 if alone and set(ranking[: len(alone)]) == alone else 0
+    found = yield from _prefix_then_prune(ranking, all_int8, all_fp32, known, prune, level, start)
+    return replace(found, scores=scores)
+
+
+def order_is_wrong(
+    probes: Sequence[Outcome], all_int8: Outcome, all_fp32: Outcome, layers: int, higher_is_better: bool = False
+) -> bool:
+    """Whether ``isolate`` probes of the layers an order trusts most disprove it: one fails, or one adds more
+    than :data:`PROBE_SHARE` of an average layer's error, ``(all_int8 - all_fp32) / layers``, in the metric's
+    direction (``higher_is_better``, default False)."""
+    sign = -1.0 if higher_is_better else 1.0
+    allowed = PROBE_SHARE * sign * (all_int8.value - all_fp32.value) / layers
+    return any(not probe.passed or sign * (probe.value - all_fp32.value) > allowed for probe in probes)
+
+
+def _prefix_then_prune(
+    order: list[str],
+    all_int8: Outcome,
+    all_fp32: Outcome,
+    known: int,
+    pruning: Callable[..., Strategy[tuple[list[str], Outcome]]],
+    level: Level,
+    start: PrecisionPlan,
+) -> Strategy[MinimalPlan]:
+    """The full mode's bisection for the shortest passing prefix of ``order``, without evaluating prefixes of at
+    most ``known`` layers (known to fail), then ``pruning`` and the proofs of :func:`prune`."""
+    plan_of = partial(level.apply, start)
+    failing, passing = 0, len(order)
+    fail_outcome: Outcome | None = all_int8
+    pass_outcome = all_fp32
+    while passing - failing > 1:
+        middle = (failing + passing) // 2
+        if middle <= known:
+            failing, fail_outcome = middle, None
+            continue
+        (outcome,) = yield [plan_of(order[:middle])]
+        if outcome.passed:
+            passing, pass_outcome = middle, outcome
+        else:
+            failing, fail_outcome = middle, outcome
+
+    prefix = order[:passing]
+    evidence: dict[str, Outcome] = {prefix[-1]: fail_outcome} if fail_outcome is not None else {}
+    kept, best = yield from pruning(prefix, pass_outcome, evidence, level=level, start=start)
+    if pruning is not prune:
+        kept, best = yield from prune(kept, best, evidence, level=level, start=start)
+    evidence = {name: evidence[name] for name in kept}
+    return MinimalPlan("found", tuple(kept), best, all_int8, all_fp32, evidence, tuple(order))
+
+
+def group_prune(
+    current: Sequence[str],
+    best: Outcome,
+    evidence: dict[str, Outcome],
+    *,
+    level: Level = BINARY,
+    start: PrecisionPlan = EVERY_LAYER_AT_BASE,
+) -> Strategy[tuple[list[str], Outcome]]:
+    """Group tests over the passing plan whose pinned layers are ``current`` (most suspicious first; outcome
+    ``best``): every layer without a proof in ``evidence`` is tried, least suspicious first, in groups of
+    :func:`group_size`, or of 2**s after s passing groups in a row when that is larger. A failing group is split
+    in halves until one needed layer is left. Returns the layers kept (in ``current``'s order) and the plan's
+    outcome; each kept layer has in ``evidence`` a failing outcome of the plan without it at the time it was
+    found (stale if layers left afterwards: :func:`prune` refreshes it)."""
+    plan_of = partial(level.apply, start)
+    kept = set(current)
+    queue = [name for name in reversed(current) if name not in evidence]
+    needed = tried = len(current) - len(queue)
+    streak = 0
+    while queue:
+        group = queue[: max(group_size(len(queue), needed, tried), 2**streak)]
+        (outcome,) = yield [plan_of(kept - set(group))]
+        if outcome.passed:
+            kept -= set(group)
+            best = outcome
+            del queue[: len(group)]
+            tried += len(group)
+            streak += 1
+            continue
+        streak = 0
+        suspects, failed = group, outcome  # invariant: failed.plan == plan_of(kept - suspects), and it fails
+        while len(suspects) > 1:
+            half = suspects[: len(suspects) // 2]  # the less suspicious half first
+            (outcome,) = yield [plan_of(kept - set(half))]
+            if outcome.passed:
+                kept -= set(half)
+                best = outcome
+                queue = [name for name in queue if name not in half]
+                tried += len(half)
+                suspects = suspects[len(half):]
+            else:
+                suspects, failed = half, outcome
+        (found,) = suspects
+        evidence[found] = failed
+        queue.remove(found)
+        needed, tried = needed + 1, tried + 1
+    return [name for name in current if name in kept], best
+
+
+def group_size(untested: int, needed: int, tried: int) -> int:
+    """Hwang's group size for ``untested`` layers when ``needed`` of the ``tried`` ones were needed: d, the
+    expected needed layers left (rate estimated as (needed + 1) / (tried + 2)); 1 when 2d >= untested + 1,
+    else 2 ** floor(log2((untested - d + 1) / d))."""
+    expected = max(1.0, (needed + 1) / (tried + 2) * untested)
+    if 2 * expected >= untested + 1:
+        return 1
+    return min(untested, 2 ** math.floor(math.log2((untested - expected + 1) / expected)))

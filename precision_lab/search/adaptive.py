@@ -1,26 +1,24 @@
 """Adaptive search: a verified 1-minimal plan from a signal order, with group tests instead of a sensitivity pass.
 
 1. Baselines (shared with every strategy).
-2. Two checks of the order (most suspicious first), :func:`order_is_wrong`: ``isolate`` plans of the
-   ceil(log2 N) layers it trusts most (none may fail or add more than half an average layer's error), then its
-   first half (must pass, or the needed layers are not at the front). If either fails, the full mode's order
-   takes over: one ``isolate`` evaluation per layer (the probes are among them, so they are not lost), the
-   full mode's bisection (skipping the prefixes known to fail because layers that break the plan alone are
-   missing) and its pruning. That branch costs at most one evaluation more than the full mode, the first-half
-   check, and reaches the full mode's plan.
-3. Otherwise, bisection over the order for the shortest passing prefix: its last layer is needed, and the
-   failing prefix before it is its proof.
-4. Group pruning of the rest of the prefix, least suspicious first (:func:`group_prune`, adaptive splitting in
-   Hwang's manner): return a whole group to the base precision; if the plan still passes, the group goes; if it
-   fails, binary splitting inside it finds one needed layer, whose last failing plan is its exact proof.
-5. The full mode's pruning passes (:func:`~precision_lab.search.minimal.prune`) re-prove the layers whose proof
-   went stale when later groups left (one evaluation each on a monotone problem) and repair a problem that is
-   not monotone.
+2. Two checks of the order (most suspicious first): ``isolate`` plans of the ceil(log2 N) layers it trusts
+   most (:func:`order_is_wrong`: none may fail or add more than half an average layer's error), then its first
+   half (must pass; this is also the first bisection step).
+3. Order right: bisection for the shortest passing prefix (its last layer is needed, and the failing prefix
+   before it is its proof); group pruning of the rest of the prefix, least suspicious first
+   (:func:`group_prune`, adaptive splitting in Hwang's manner); then the full mode's pruning passes
+   (:func:`~precision_lab.search.minimal.prune`) re-prove the layers whose proof went stale when later groups
+   left (one evaluation each on a monotone problem) and repair a problem that is not monotone.
+4. Order wrong: the full mode's order, one ``isolate`` evaluation per layer (the probes are among them, so they
+   are not lost), its bisection and its pruning, with two shortcuts: prefixes too short to hold every layer that
+   breaks the plan alone are known to fail and not evaluated, and those layers alone are tried first when the
+   other layers' isolate errors add up to little. The plan is the full mode's; evaluations exceed the full
+   mode's only by the first-half check and a first try that fails (at most 2).
 
 Evaluations with k needed layers among N, when the order puts them first: 2 baselines, ceil(log2 N) probes,
-the first-half check, ceil(log2 N) - 1 more bisection steps and k - 1 pruning tests: at most
-2k + 2 * ceil(log2 N) + 4. With a wrong order no search can promise that (telling k of N layers apart takes
-log2(N choose k) tests).
+ceil(log2 N) bisection steps (the first-half check among them), k - 1 pruning tests and at most k - 1 fresh
+proofs: at most 2k + 2 * ceil(log2 N) + 2. With a wrong order no search can promise that bound (telling k of N
+layers apart takes log2(N choose k) tests).
 """
 
 from __future__ import annotations
@@ -66,9 +64,11 @@ def adaptive_plan_search(
     probes = yield Batch([isolate(layer) for layer in trusted], "probe (isolate)")
     wrong = order_is_wrong(probes, all_int8, all_fp32, len(order), higher_is_better)
     half = len(order) // 2
+    failed = [all_int8, *(probe for probe in probes if not probe.passed)]
     if not wrong and half >= 2:
         (first,) = yield [level.apply(start, order[:half])]
         wrong = not first.passed
+        failed.append(first)
     if not wrong:
         found = yield from _prefix_then_prune(order, all_int8, all_fp32, 0, group_prune, level, start)
         return found
@@ -77,9 +77,23 @@ def adaptive_plan_search(
     scores = {"isolate": {layer: outcome.value for layer, outcome in zip(order, outcomes)}}
     ranking = rank_layers(names or order, scores=scores, higher_is_better=higher_is_better)
     alone = {layer for layer, outcome in zip(order, outcomes) if not outcome.passed}
-    known = len(alone) - 1 if alone and set(ranking[: len(alone)]) == alone else 0
-    found = yield from _prefix_then_prune(ranking, all_int8, all_fp32, known, prune, level, start)
+    known, first_try = 0, None
+    if alone and set(ranking[: len(alone)]) == alone:  # each breaks every plan without it
+        known = len(alone) - 1
+        harm = partial(_harm, all_fp32=all_fp32, higher_is_better=higher_is_better)
+        rest = sum(harm(outcome) for layer, outcome in zip(order, outcomes) if layer not in alone)
+        passed = max(harm(outcome) for outcome in [all_fp32, *outcomes] if outcome.passed)
+        failure = min(harm(outcome) for outcome in failed + [o for o in outcomes if not o.passed])
+        if rest <= math.sqrt(max(passed, 0.0) * failure):
+            first_try = len(alone)  # the others' isolate errors add up to less than the geometric mean of the
+            # largest passing and the smallest failing error seen: try these layers alone first
+    found = yield from _prefix_then_prune(ranking, all_int8, all_fp32, known, prune, level, start, first_try)
     return replace(found, scores=scores)
+
+
+def _harm(outcome: Outcome, *, all_fp32: Outcome, higher_is_better: bool) -> float:
+    """How much worse than the all-raised plan ``outcome`` is, in the metric's direction."""
+    return (all_fp32.value - outcome.value) if higher_is_better else (outcome.value - all_fp32.value)
 
 
 def order_is_wrong(
@@ -101,13 +115,21 @@ def _prefix_then_prune(
     pruning: Callable[..., Strategy[tuple[list[str], Outcome]]],
     level: Level,
     start: PrecisionPlan,
+    first_try: int | None = None,
 ) -> Strategy[MinimalPlan]:
     """The full mode's bisection for the shortest passing prefix of ``order``, without evaluating prefixes of at
-    most ``known`` layers (known to fail), then ``pruning`` and the proofs of :func:`prune`."""
+    most ``known`` layers (known to fail) and trying the prefix of ``first_try`` layers first when given, then
+    ``pruning`` and the proofs of :func:`prune`."""
     plan_of = partial(level.apply, start)
     failing, passing = 0, len(order)
     fail_outcome: Outcome | None = all_int8
     pass_outcome = all_fp32
+    if first_try is not None and known < first_try < passing:
+        (outcome,) = yield [plan_of(order[:first_try])]
+        if outcome.passed:
+            failing, fail_outcome, passing, pass_outcome = first_try - 1, None, first_try, outcome
+        else:
+            failing, fail_outcome = first_try, outcome
     while passing - failing > 1:
         middle = (failing + passing) // 2
         if middle <= known:

@@ -12,6 +12,7 @@ the size of its plan and N the candidates, and adaptive <= full.
 
     python benchmarks/search_counts.py --out /tmp/search_counts                       # the sample models
     python benchmarks/search_counts.py --models ppocr_det,yolov8n --out /tmp/search_counts
+    python benchmarks/search_counts.py --fake            # the fake-evaluator families of the tests, summed
 
 Writes one JSON line per run to ``OUT/runs.jsonl`` (resumable) and prints the table. Exit code 1 when a bound
 fails.
@@ -149,14 +150,48 @@ def table(runs: list[dict], searches: tuple[str, ...]) -> tuple[list[str], bool]
     return lines, ok
 
 
+def fake_table() -> list[str]:
+    """The fake-evaluator families of ``tests/test_adaptive_search.py`` (every size, k and order there), per
+    problem kind and signal order: total evaluations of full, fast and adaptive, how many adaptive runs kept the
+    bound and full's count, and the total plan sizes (adaptive / full)."""
+    from test_adaptive_search import CASES, evaluations, problem, signal_order
+
+    rows: dict[tuple[str, str], list[int]] = {}
+    for kind, n, k, order in CASES:
+        seed = sum(map(ord, f"{kind}{n}{k}{order}"))
+        names, errors, tolerance, pairs = problem(kind, n, k, seed)
+        order_ = signal_order(order, names, errors, pairs, k, seed)
+        counts = {}
+        for search in ("full", "fast", "adaptive"):
+            counts[search], result, _ = evaluations(search, names, errors, tolerance, pairs, order_)
+            counts[search + " k"] = len(result.pinned)
+        row = rows.setdefault((kind, order), [0] * 8)
+        for i, value in enumerate((1, counts["full"], counts["fast"], counts["adaptive"],
+                                   counts["adaptive"] <= bound(counts["adaptive k"], n),
+                                   counts["adaptive"] <= counts["full"], counts["adaptive k"], counts["full k"])):
+            row[i] += value
+    header = ("| problem | signal order | cases | full evals | fast evals | adaptive evals | adaptive within bound "
+              "| adaptive <= full | plan sizes adaptive / full |")
+    lines = [header, "|" + "---|" * 9]
+    for (kind, order), r in rows.items():
+        lines.append(f"| {kind} | {order} | {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]} / {r[7]} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="sample model names and tier keys (default: every sample model)")
     parser.add_argument("--searches", default=",".join(SEARCHES), help=f"default {','.join(SEARCHES)}")
     parser.add_argument("--tier-search", type=int, default=32, help="search feeds of a tier model (default 32)")
     parser.add_argument("--tier-heldout", type=int, default=16, help="held-out feeds of a tier model (default 16)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="folder for feeds, sweeps and runs.jsonl (needed unless --fake)")
+    parser.add_argument("--fake", action="store_true", help="print the fake-evaluator families' table instead")
     args = parser.parse_args(argv)
+    if args.fake:
+        print("\n".join(fake_table()))
+        return 0
+    if args.out is None:
+        parser.error("--out is needed")
     samples = sorted(json.loads((SAMPLES / "expected_plans.json").read_text()))
     names = args.models.split(",") if args.models else [s.removesuffix(".onnx") for s in samples]
     searches = tuple(args.searches.split(","))

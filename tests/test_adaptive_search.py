@@ -122,8 +122,8 @@ def test_the_bound_is_tight_enough_to_fail_a_linear_search():
 
 
 def test_a_wrong_order_falls_back_to_the_full_modes_order_and_publishes_isolate():
-    names, errors, tolerance, _ = problem("weighted", 50, 10, 3)
-    order = signal_order("reversed", names, errors, {}, 10, 3)
+    names, errors, tolerance, _ = problem("hidden", 50, 10, 3)
+    order = signal_order("reversed", names, errors, {}, 10, 3)  # the needed layers last: the probes fail
     adaptive, result, fake = evaluations("adaptive", names, errors, tolerance, {}, order)
     full, full_result, _ = evaluations("full", names, errors, tolerance, {}, order)
     assert set(result.scores) == {"signal", "isolate"} and set(result.scores["isolate"]) == set(names)
@@ -180,13 +180,13 @@ def test_order_is_wrong_reads_the_metric_direction():
     def outcome(value, passed=True):
         return Outcome(PrecisionPlan(), value, passed)
 
-    all_int8, all_fp32 = outcome(1.0, False), outcome(0.0)
-    assert not order_is_wrong([outcome(0.01)], all_int8, all_fp32, 10)
-    assert order_is_wrong([outcome(0.06)], all_int8, all_fp32, 10)  # more than half of 0.1
-    assert order_is_wrong([outcome(0.0, passed=False)], all_int8, all_fp32, 10)
-    # cosine-like: 1.0 is perfect, all-INT8 at 0.5
-    assert not order_is_wrong([outcome(0.99)], outcome(0.5, False), outcome(1.0), 10, higher_is_better=True)
-    assert order_is_wrong([outcome(0.9)], outcome(0.5, False), outcome(1.0), 10, higher_is_better=True)
+    all_int8, all_fp32 = outcome(1.0, False), outcome(0.0)  # a typical layer of 16: 1.0 / sqrt(16) = 0.25
+    assert not order_is_wrong([outcome(0.01), outcome(0.24)], all_int8, all_fp32, 16)
+    assert order_is_wrong([outcome(0.01), outcome(0.26)], all_int8, all_fp32, 16)
+    assert order_is_wrong([outcome(0.0, passed=False)], all_int8, all_fp32, 16)
+    # cosine-like: 1.0 is perfect, all-INT8 at 0.6: a typical layer costs 0.1
+    assert not order_is_wrong([outcome(0.95)], outcome(0.6, False), outcome(1.0), 16, higher_is_better=True)
+    assert order_is_wrong([outcome(0.85)], outcome(0.6, False), outcome(1.0), 16, higher_is_better=True)
 
 
 # --- Polygraphy-style prefix bisection ------------------------------------------------------------------------

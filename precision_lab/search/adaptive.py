@@ -2,7 +2,7 @@
 
 1. Baselines (shared with every strategy).
 2. Two checks of the order (most suspicious first): ``isolate`` plans of the ceil(log2 N) layers it trusts
-   most (:func:`order_is_wrong`: none may fail or add more than half an average layer's error), then its first
+   most (:func:`order_is_wrong`: none may fail or add more than a typical layer's error), then its first
    half (must pass; this is also the first bisection step).
 3. Order right: bisection for the shortest passing prefix (its last layer is needed, and the failing prefix
    before it is its proof); group pruning of the rest of the prefix, least suspicious first
@@ -38,8 +38,9 @@ __all__ = ["PROBE_SHARE", "adaptive_plan_search", "group_prune", "group_size", "
 EVERY_LAYER_AT_BASE = PrecisionPlan()
 """The default start plan: no layer named, so every layer at the level's base precision (INT8)."""
 
-PROBE_SHARE = 0.5
-"""A probed layer that adds more than this share of an average layer's error disproves the order."""
+PROBE_SHARE = 1.0
+"""A probed layer that adds more than this share of a typical layer's error disproves the order: the all-INT8
+error over sqrt(N), what each of N layers adds when independent errors add in quadrature (rel-l2 and the like)."""
 
 
 def adaptive_plan_search(
@@ -100,10 +101,10 @@ def order_is_wrong(
     probes: Sequence[Outcome], all_int8: Outcome, all_fp32: Outcome, layers: int, higher_is_better: bool = False
 ) -> bool:
     """Whether ``isolate`` probes of the layers an order trusts most disprove it: one fails, or one adds more
-    than :data:`PROBE_SHARE` of an average layer's error, ``(all_int8 - all_fp32) / layers``, in the metric's
-    direction (``higher_is_better``, default False)."""
+    than :data:`PROBE_SHARE` of a typical layer's error, ``(all_int8 - all_fp32) / sqrt(layers)``, in the
+    metric's direction (``higher_is_better``, default False)."""
     sign = -1.0 if higher_is_better else 1.0
-    allowed = PROBE_SHARE * sign * (all_int8.value - all_fp32.value) / layers
+    allowed = PROBE_SHARE * sign * (all_int8.value - all_fp32.value) / math.sqrt(layers)
     return any(not probe.passed or sign * (probe.value - all_fp32.value) > allowed for probe in probes)
 
 

@@ -1,6 +1,7 @@
 """Evaluations per search strategy, per model, and the adaptive search's bound (issue 15).
 
-For each model, every strategy of ``--searches`` sweeps the same feeds (CLI, ``--no-resume``); the plan is then
+For each model, every strategy of ``--searches`` sweeps the same feeds (CLI, ``--no-resume``, one search round:
+``--no-until-verified``; other options at their defaults); the plan is then
 judged on held-out feeds the sweep never read (plain ONNX Runtime). Sample models get 48 seeded random search
 feeds and 16 held-out ones (as the tests make them) at their ``expected_plans.json`` recipe and tolerance; tier
 models (``tests/real_tier.py``) get their realistic feeds, ``--tier-search`` / ``--tier-heldout`` of them.
@@ -83,7 +84,7 @@ def sweep(target: Target, search: str, out: Path) -> dict:
     from precision_lab.cli import main
 
     args = ["sweep", str(target.path), "--data", str(target.search), "--out", str(out), "--quiet", "--no-resume",
-            "--search", search, *target.args]
+            "--no-until-verified", "--search", search, *target.args]
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         code = main(args)
@@ -150,6 +151,23 @@ def table(runs: list[dict], searches: tuple[str, ...]) -> tuple[list[str], bool]
     return lines, ok
 
 
+def strategy_table(runs: list[dict]) -> list[str]:
+    """One row per model and strategy: evaluations, wall time, plan size, held-out value, 1-minimal (proven)."""
+    header = ("| model | search | evaluations | wall (s) | high-precision layers | search value | held-out value "
+              "| holds on held-out | every layer proven (1-minimal) |")
+    lines = [header, "|" + "---|" * 9]
+    for run in runs:
+        if "error" in run:
+            lines.append(f"| {run['model']} | {run['search']} | error | | | | | | |")
+            continue
+        lines.append(
+            f"| {run['model']} | {run['search']} | {run['evaluations']} | {run['seconds']:.1f} | {len(run['pinned'])} "
+            f"| {run['value']:.4g} | {run['heldout']:.4g} | {'yes' if run['heldout_passes'] else 'no'} "
+            f"| {'yes' if run['proven'] else 'no'} |"
+        )
+    return lines
+
+
 def fake_table() -> list[str]:
     """The fake-evaluator families of ``tests/test_adaptive_search.py`` (every size, k and order there), per
     problem kind and signal order: total evaluations of full, fast and adaptive, how many adaptive runs kept the
@@ -214,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                 handle.write(json.dumps(run) + "\n")
             print(json.dumps({k: run.get(k) for k in ("model", "search", "evaluations", "seconds", "pinned")}),
                   file=sys.stderr)
-    lines, ok = table([r for r in runs if r["model"] in names], searches)
-    print("\n".join(lines))
+    mine = [r for r in runs if r["model"] in names and r["search"] in searches]
+    lines, ok = table(mine, searches)
+    print("\n".join(lines + [""] + strategy_table(mine)))
     return 0 if ok else 1
 
 

@@ -58,22 +58,26 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["precision-lab", *args], code, out.getvalue(), err.getvalue())
 
 
+def sweep_sample(name: str, data: str | Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """``precision-lab sweep`` of sample model ``name`` on ``data`` into ``out`` at its expected recipe and
+    tolerance (``--quiet``, in this process), with any further ``args``."""
+    expected = EXPECTED[f"{name}.onnx"]
+    return run_in_process(
+        "sweep", str(SAMPLES / f"{name}.onnx"), "--data", str(data), "--out", str(out), "--quiet",
+        "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]), *args,
+    )
+
+
 @pytest.fixture(scope="session")
 def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
     """Every sample model swept once (CLI, real data folder, expected recipe/tolerance): name -> out dir."""
     root = tmp_path_factory.mktemp("sample_sweeps")
     outs = {}
     for name in SAMPLE_NAMES:
-        expected = EXPECTED[f"{name}.onnx"]
-        model = SAMPLES / f"{name}.onnx"
-        data = write_random_feeds(model, root / f"{name}_data")
-        out = root / name
-        proc = run_in_process(
-            "sweep", str(model), "--data", str(data), "--out", str(out), "--quiet",
-            "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]),
-        )
+        data = write_random_feeds(SAMPLES / f"{name}.onnx", root / f"{name}_data")
+        proc = sweep_sample(name, data, root / name)
         assert proc.returncode == 0, proc.stderr
-        outs[name] = out
+        outs[name] = root / name
     return outs
 
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import EXPECTED, SAMPLE_NAMES, SAMPLES, run_in_process
+from conftest import EXPECTED, SAMPLE_NAMES, sweep_sample
 
 
 def search_evaluations(out: Path) -> tuple[int, dict[frozenset, dict], set[str]]:
@@ -29,10 +29,7 @@ def test_adaptive_mode_finds_the_expected_plan_within_the_bound(sample_sweeps, t
     full = json.loads((full_out / "plan.json").read_text())
     expected = EXPECTED[f"{name}.onnx"]
     out = tmp_path / "adaptive"
-    proc = run_in_process(
-        "sweep", str(SAMPLES / f"{name}.onnx"), "--data", full["data"]["source"], "--out", str(out), "--quiet",
-        "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]), "--search", "adaptive",
-    )
+    proc = sweep_sample(name, full["data"]["source"], out, "--search", "adaptive")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads((out / "plan.json").read_text())
     assert sorted(plan["fp32_layers"]) == sorted(expected["planted"]) == sorted(full["fp32_layers"])

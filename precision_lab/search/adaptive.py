@@ -12,8 +12,8 @@
 4. Order wrong: the full mode's order, one ``isolate`` evaluation per layer (the probes are among them, so they
    are not lost), its bisection and its pruning, with two shortcuts: prefixes too short to hold every layer that
    breaks the plan alone are known to fail and not evaluated, and those layers alone are tried first when the
-   other layers' isolate errors add up to little. The plan is the full mode's; evaluations exceed the full
-   mode's only by the first-half check and a first try that fails (at most 2).
+   other layers' isolate errors add up to little. On a monotone problem the plan is the full mode's, and
+   evaluations exceed the full mode's only by the first-half check and a first try that fails (at most 2).
 
 Evaluations with k needed layers among N, when the order puts them first: 2 baselines, ceil(log2 N) probes,
 ceil(log2 N) bisection steps (the first-half check among them), k - 1 pruning tests and at most k - 1 fresh

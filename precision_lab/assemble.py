@@ -13,14 +13,15 @@ from pathlib import Path
 
 from precision_lab.evaluator import Evaluator
 from precision_lab.model import constant_inputs_to_json
-from precision_lab.precisions import INT8
+from precision_lab.precisions import FP16, FP32, INT8, PrecisionPlan
 from precision_lab.results import Evaluation, LayerSensitivity, SweepResult, VerifiedPlan
 from precision_lab.search import MinimalPlan, Outcome
 from precision_lab.session import Session
 from precision_lab.settings import SweepOptions
 from precision_lab.verification import VerificationRound, generalization_notice
+from precision_lab.modelopt_export import CALIBRATION_FILE, modelopt_command
 
-__all__ = ["SearchRun", "assemble_result", "layer_table", "verified_plan"]
+__all__ = ["COST_NOTE", "SearchRun", "assemble_result", "layer_table", "plan_costs", "verified_plan"]
 
 log = logging.getLogger("precision_lab")
 
@@ -44,6 +45,8 @@ def _worst_inputs(evaluator: Evaluator, plans: Mapping[str, object], labels: Seq
     worst = {}
     pick = min if evaluator.metric.higher_is_better else max
     for name, plan in plans.items():
+        if evaluator.key(plan) not in evaluator.journal:
+            continue  # e.g. a three-level sweep measured this layer's sensitivity from another start
         record = evaluator.record(plan)
         values = [value for _, value in record.worst_per_sample(evaluator.metric)] if record.status == "ok" else []
         if values:
@@ -65,7 +68,7 @@ def layer_table(session: Session, found: MinimalPlan) -> tuple[LayerSensitivity,
     )
     worst = _worst_inputs(session.evaluator, isolate_plans, session.dataset.eval_labels)
     plan = found.plan
-    return tuple(
+    rows = tuple(
         LayerSensitivity(
             name=c.name,
             op_type=c.op_type,
@@ -76,6 +79,16 @@ def layer_table(session: Session, found: MinimalPlan) -> tuple[LayerSensitivity,
             precision=plan.precision(c.name),
         )
         for c in sorted(session.candidates, key=lambda c: rank_of.get(c.name, len(ranking)))
+    )
+    # a three-level plan may keep non-candidate nodes FP32 (e.g. a LayerNorm's Pow): they are rows too
+    position = {node.name: (i, node.op_type) for i, node in enumerate(session.prepared.model.graph.node)}
+    islands = [n for n in plan.fp32_layers if n not in rank_of and n not in {c.name for c in session.candidates}]
+    return rows + tuple(
+        LayerSensitivity(
+            name=name, op_type=position[name][1], index=position[name][0], rank=len(rows) + 1 + i, scores={},
+            worst_input=None, precision=plan.precision(name),
+        )
+        for i, name in enumerate(sorted(islands, key=lambda n: position[n][0]))
     )
 
 
@@ -91,10 +104,81 @@ def verified_plan(session: Session, found: MinimalPlan) -> VerifiedPlan:
         key=found.outcome.key,
         evidence={
             name: {"key": o.key, "value": o.value, "passed": o.passed, "fp32_layers": sorted(o.fp32_layers)}
+            | ({} if o.plan.is_binary else {"precisions": o.plan.to_json()})
             for name, o in found.evidence.items()
         },
         precisions={} if plan.is_binary else plan.to_json(),
     )
+
+
+COST_NOTE = (
+    "roofline estimate from dense peak rates and memory bandwidth: no kernel fusion, launch overhead or tactic "
+    "choice, so the seconds are a lower bound; compare plans by their relative cost"
+)
+
+
+def _measured(records: Mapping[str, Evaluation], roles: Mapping[str, str | None], plan_key: str) -> dict:
+    """Median latencies (ms) the backend measured for the plan and the baselines, and the plan's relative to
+    them ({} when the backend measures none)."""
+    latency = {role: records[key].seconds.get("latency_ms") for role, key in
+               {"plan": plan_key, **roles}.items() if key in records}
+    latency = {role: ms for role, ms in latency.items() if ms}
+    if "plan" not in latency:
+        return {}
+    measured = {f"{role}_ms": ms for role, ms in latency.items()}
+    for role in ("all_fp16", "all_int8"):
+        if role in latency:
+            measured[f"relative_to_{role}"] = latency["plan"] / latency[role]
+    return measured
+
+
+def plan_costs(session: Session, found: MinimalPlan, records: Sequence[Evaluation], options: SweepOptions) -> dict:
+    """The ``cost`` of a result: every evaluated plan's estimated time relative to all-FP16 on the target GPU,
+    the plan's against all-FP16 and all-INT8, and the latency the backend measured when it measures one. When
+    the model cannot be estimated (a tensor without a static shape), ``{"error": why}`` and one warning."""
+    from precision_lab.cost import PlanCoster, gpu_named, relative_cost
+
+    plan = found.plan
+    default = FP16 if FP16 in options.precisions else FP32
+    gpu = gpu_named(options.target_gpu)
+    try:
+        coster = PlanCoster(session.prepared, candidates=session.names, gpu=gpu, default=default, fp32_mode=FP32)
+        reference = coster.cost(coster.everything(FP16))
+        plans = {"all_int8": PrecisionPlan(), "all_fp16": coster.everything(FP16), "all_fp32": coster.everything(FP32)}
+        costs = {role: coster.cost(p) for role, p in plans.items()} | {"plan": coster.cost(plan)}
+        evaluations = {r.key: relative_cost(coster.cost(r.plan), reference) for r in records}
+    except (ValueError, ArithmeticError, LookupError, TypeError) as exc:  # an estimate never costs the sweep
+        log.warning("no cost estimate: %s", exc)
+        return {"error": str(exc)}
+
+    def all_fp16(record: Evaluation) -> bool:  # every candidate FP16, nothing FP32 (however many nodes it names)
+        return set(record.plan.values()) == {FP16} and set(session.names) <= set(record.plan)
+
+    roles = {"all_int8": found.all_int8.key, "all_fp16": next((r.key for r in records if all_fp16(r)), None),
+             "all_fp32": found.all_fp32.key}
+    plan_cost = costs["plan"]
+    return {
+        "gpu": gpu.name,
+        "fp32_mode": FP32,
+        "default": default,
+        "reference": "all_fp16",
+        "note": COST_NOTE,
+        "plan": {
+            "relative_to_all_fp16": relative_cost(plan_cost, reference),
+            "relative_to_all_int8": relative_cost(plan_cost, costs["all_int8"]),
+            "seconds": plan_cost.seconds,
+            "seconds_by_precision": plan_cost.by_precision(),
+        },
+        "baselines": {role: relative_cost(costs[role], reference) for role in plans},
+        "seconds": {role: cost.seconds for role, cost in costs.items()},
+        "layers": {
+            layer.name: {"op_type": layer.op_type, "precision": layer.precision, "seconds": layer.seconds}
+            for layer in plan_cost.layers if layer.name in plan
+        },
+        "roles": roles,
+        "evaluations": evaluations,
+        "measured": _measured({r.key: r for r in records}, roles, found.outcome.key),
+    }
 
 
 def _interval(records: Mapping[str, Evaluation], key: str, session: Session) -> list[float] | None:
@@ -147,6 +231,19 @@ def assemble_result(
     )
     if notice:
         log.warning(notice)
+    notices = (notice,) if notice else ()
+    baselines = {"all_int8": found.all_int8.value, "all_fp32": found.all_fp32.value}
+    if found.all_fp16 is not None:
+        baselines["all_fp16"] = found.all_fp16.value
+        if found.fp32_first:
+            fp32_nodes = sorted(found.plan.fp32_layers)
+            first = (
+                f"all-FP16 already fails ({metric.name} = {found.all_fp16.value:.6g}): the FP32 set that repairs it "
+                f"was found first ({len(fp32_nodes)} nodes: {', '.join(fp32_nodes[:8])}"
+                + (", ..." if len(fp32_nodes) > 8 else "") + "), then the INT8 layers"
+            )
+            log.info(first)
+            notices = (first, *notices)
     slices, judged = session.slices, session.judged
     out = session.out
     return SweepResult(
@@ -165,7 +262,7 @@ def assemble_result(
             "candidates": len(session.candidates),
         },
         backend=session.backend.name,
-        recipe=options.recipe,
+        recipe=options.recipe if options.qdq_model is None else "qdq-model",  # --qdq-model: the user's placement
         calibration={"method": options.calibration, "samples": len(dataset.calib), "percentile": options.percentile},
         data={
             "source": dataset.source,
@@ -193,7 +290,7 @@ def assemble_result(
         search=options.search,
         status=found.status,
         plan=plan,
-        baselines={"all_int8": found.all_int8.value, "all_fp32": found.all_fp32.value},
+        baselines=baselines,
         layer_results=layer_table(session, found),
         evaluation_records=records,
         wall_seconds=wall_seconds,
@@ -205,11 +302,52 @@ def assemble_result(
             "candidates": session.names,
             "ranges": session.ranges.amax,
             "ranges_key": session.ranges.key,
+            **_user_qdq_json(options),
         },
-        exports=session.backend.build_commands(Path(out) / "plan.onnx", out=Path(out), prepared=prepared, plan=found.plan),
+        exports=_exports(session, found) | {"modelopt": _modelopt(session, options, plan.plan)},
         backend_info=session.backend.info() | {"reason": session.backend_reason},
         verification=verification,
         verification_records=verification_records,
         confidence=confidence,
-        notices=(notice,) if notice else (),
+        notices=notices,
+        precision_levels=tuple(options.precisions),
+        cost=plan_costs(session, found, records, options),
     )
+
+
+def _exports(session: Session, found: MinimalPlan) -> dict[str, str]:
+    """The command lines that build the plan: the backend's, or for a three-level plan the strongly typed FP16
+    ``plan.onnx`` and TensorRT 10's implicit flags."""
+    plan_onnx = Path(session.out) / "plan.onnx"
+    if not session.three_level:
+        return session.backend.build_commands(plan_onnx, out=Path(session.out), prepared=session.prepared, plan=found.plan)
+    from precision_lab.backends.exports import three_level_commands
+    from precision_lab.plan import qdq_fp32_path
+
+    plan = found.plan
+    return three_level_commands(
+        plan_onnx, qdq_fp32_path(plan_onnx), fp16_layers=sorted(plan.fp16_layers), fp32_layers=sorted(plan.fp32_layers)
+    )
+
+
+def _modelopt(session: Session, options: SweepOptions, plan) -> str:
+    """The ModelOpt command that rebuilds ``plan`` from the FP32 model (issue 14; docs/modelopt.md)."""
+    calibration = Path(session.out) / CALIBRATION_FILE
+    calibration = calibration if calibration.exists() else None  # written by the sweep when ModelOpt can read it
+    return modelopt_command(
+        session.prepared.path,
+        sorted(plan.high_precision, key=lambda n: next((c.index for c in session.candidates if c.name == n), 0)),
+        calibration_method=options.calibration,
+        calibration_data=calibration,
+        output=Path(session.out) / "plan.modelopt.onnx",
+    )
+
+
+def _user_qdq_json(options: SweepOptions) -> dict:
+    """With ``--qdq-model``: its path and sha256 in ``quantization`` (``apply --qdq-model`` checks them)."""
+    if options.qdq_model is None:
+        return {}
+    import hashlib
+
+    digest = hashlib.sha256(Path(options.qdq_model).read_bytes()).hexdigest()
+    return {"qdq_model": str(options.qdq_model), "qdq_model_sha256": digest}

@@ -102,11 +102,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "recurrent model's state outputs",
     )
     quant = sweep.add_argument_group("quantization")
-    quant.add_argument("--recipe", default="trt", help="candidate op set: trt (default) or extended")
+    quant.add_argument("--recipe", default="trt", help="candidate op set: trt (default), extended or modelopt (NVIDIA ModelOpt's INT8 rules)")
     quant.add_argument("--ops", help="comma-separated op types to use as candidates instead of the recipe's")
     quant.add_argument("--exclude", action="append", default=[], help="node name or pattern never quantized (repeatable)")
     quant.add_argument("--calibration", default="max", help="max (default), percentile or entropy")
     quant.add_argument("--percentile", type=float, default=99.999, help="for --calibration percentile (default 99.999)")
+    quant.add_argument(
+        "--precisions", default="int8,fp32",
+        help="precision levels of the plan: int8,fp32 (default: layers not INT8 run FP32) or int8,fp16,fp32 (an "
+        "INT8 + FP16 engine: every node not INT8 runs FP16, except the nodes the plan keeps FP32)",
+    )
+    quant.add_argument("--qdq-model", metavar="QUANTIZED.onnx", help=QDQ_MODEL_HELP)
     search = sweep.add_argument_group("search")
     search.add_argument("--sensitivity", default="isolate", help="isolate (default), leave-one-out or both")
     search.add_argument(
@@ -128,6 +134,12 @@ def _build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {entry.summary}" for name, entry in BACKENDS.items()),
     )
     add_backend_arguments(backend)
+    from precision_lab.cost import DEFAULT_GPU, GPUS
+
+    backend.add_argument(
+        "--target-gpu", default=DEFAULT_GPU, metavar="NAME",
+        help=f"GPU whose roofline estimates each plan's cost (default {DEFAULT_GPU}): {', '.join(GPUS)}",
+    )
     search.add_argument("--no-resume", action="store_true", help="start over instead of resuming the journal in --out")
     search.add_argument(
         "--jobs", "-j", type=int, default=1,
@@ -150,6 +162,7 @@ def _build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--ops")
     layers.add_argument("--exclude", action="append", default=[])
     layers.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224")
+    layers.add_argument("--qdq-model", metavar="QUANTIZED.onnx", help=QDQ_MODEL_HELP)
     _add_common(layers)
 
     from precision_lab import images
@@ -165,8 +178,15 @@ def _build_parser() -> argparse.ArgumentParser:
     apply.add_argument("model")
     apply.add_argument("plan", help="plan.json written by sweep")
     apply.add_argument("--output", "-o", required=True, help="output .onnx path")
+    apply.add_argument("--qdq-model", metavar="QUANTIZED.onnx", help="apply the plan to this Q/DQ model (the sweep's --qdq-model)")
     _add_common(apply)
     return parser
+
+
+QDQ_MODEL_HELP = (
+    "your own Q/DQ model of MODEL (ModelOpt, ONNX Runtime quantize_static, QAT export): its quantized nodes are the "
+    "candidates and its scales are used, no calibration; MODEL stays the FP32 reference"
+)
 
 
 def _shapes(items: Sequence[str]) -> dict[str, tuple[int, ...]]:
@@ -217,25 +237,53 @@ def _print_sweep(result, top: int) -> None:
             f"{_fmt(layer.scores.get(kind), None if kind == 'signal' else metric['tolerance']):>{w}}"
             for kind, w in zip(kinds, widths)
         )
-        print(f"  {row.rank:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {layer.precision if not row.fp32 else 'FP32'}")
+        print(f"  {row.rank:>4}  {row.name:<{width}}  {row.op_type:<14} {values}  {'FP32' if row.fp32 else (layer.precision.upper() if layer.precision != 'int8' else 'int8')}")
     plan = result.plan
     base = result.baselines
     print(
         f"\nMetric {metric['name']} ({metric['direction']} is better; {metric.get('criterion', 'aggregate')}), "
         f"tolerance {metric['tolerance']:g}: "
-        f"all-INT8 {_fmt(base['all_int8'], metric['tolerance'])}, all-FP32 {_fmt(base['all_fp32'], metric['tolerance'])}"
+        f"all-INT8 {_fmt(base['all_int8'], metric['tolerance'])}, "
+        + (f"all-FP16 {_fmt(base['all_fp16'], metric['tolerance'])}, " if "all_fp16" in base else "")
+        + f"all-FP32 {_fmt(base['all_fp32'], metric['tolerance'])}"
     )
-    if plan.fp32_layers:
+    fp16_layers = sorted(plan.plan.fp16_layers)
+    if "fp16" in result.precision_levels and (fp16_layers or plan.fp32_layers):  # a three-level plan
+        print(
+            f"Plan: {len(fp16_layers)} FP16 and {len(plan.fp32_layers)} FP32 of {len(layers)} layers (other candidates "
+            f"INT8, other nodes FP16) -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}"
+        )
+        for precision, names in (("FP16", fp16_layers), ("FP32", plan.fp32_layers)):
+            for name in names:
+                print(f"  {precision}  {name}")
+    elif plan.fp32_layers:
         print(f"Plan: keep {len(plan.fp32_layers)} of {len(layers)} layers FP32 -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}")
         for name in plan.fp32_layers:
             print(f"  FP32  {name}")
     else:
         print(f"Plan: everything INT8 (all-INT8 passes) -> {metric['name']} = {_fmt(plan.value, metric['tolerance'])}")
     _print_verdict(result)
+    _print_cost(result.cost)
     print(
         f"{len(result.evaluation_records) + len(result.verification_records)} evaluations, {result.wall_seconds:.1f} s. "
         f"Outputs in {result.out_dir}/ (plan.json, plan.onnx, sensitivity.csv, report.html)"
     )
+
+
+def _print_cost(cost: dict) -> None:
+    """One line: the plan's cost against all-FP16 and all-INT8 (measured when the backend measures latency)."""
+    if not cost:
+        return
+    if "error" in cost:
+        print(f"  cost: no estimate ({cost['error']})")
+        return
+    plan, measured = cost["plan"], cost.get("measured", {})
+    line = (f"  cost on {cost['gpu']} (roofline estimate): {plan['relative_to_all_fp16']:#.3g}x all-FP16, "
+            f"{plan['relative_to_all_int8']:#.3g}x all-INT8 (lower bound {plan['seconds'] * 1e6:.3g} us)")
+    if measured:
+        line += f"; measured {measured['plan_ms']:.4g} ms" + (
+            f" ({measured['relative_to_all_int8']:#.3g}x all-INT8)" if "relative_to_all_int8" in measured else "")
+    print(line)
 
 
 def _print_verdict(result) -> None:
@@ -299,6 +347,9 @@ def _cmd_sweep(args) -> int:
         jobs=args.jobs,
         executor=args.executor,
         ray_address=args.ray_address,
+        precisions=args.precisions,
+        target_gpu=args.target_gpu,
+        qdq_model=args.qdq_model,
     )
     _print_sweep(result, args.top)
     from precision_lab.report.channels import channel_warnings
@@ -315,9 +366,17 @@ def _cmd_layers(args) -> int:
     from precision_lab.model import list_candidates, prepare_model
     from precision_lab.qdq import resolve_op_types
 
+    if args.qdq_model:
+        from precision_lab.user_qdq import print_user_layers
+
+        return print_user_layers(args.model, args.qdq_model)
     op_types = resolve_op_types(args.recipe, _ops(args.ops))
     prepared = prepare_model(args.model, input_shapes=_shapes(args.input_shape))
     candidates = list_candidates(prepared, op_types=op_types, exclude=args.exclude)
+    if args.recipe == "modelopt":
+        from precision_lab.modelopt_recipe import modelopt_candidates
+
+        candidates = modelopt_candidates(prepared, candidates)
 
     def shape(s):
         return "?" if s is None else "x".join("?" if d is None else str(d) for d in s)
@@ -344,7 +403,7 @@ def _cmd_report(args) -> int:
 def _cmd_apply(args) -> int:
     from precision_lab.plan import apply_plan
 
-    for warning in apply_plan(args.model, args.plan, args.output):
+    for warning in apply_plan(args.model, args.plan, args.output, qdq_model=args.qdq_model):
         log.warning(warning)
     print(f"wrote {args.output}")
     return 0

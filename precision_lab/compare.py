@@ -226,8 +226,9 @@ class ErrorStats:
             sqnr = math.inf
         elif self.sum_sq_ref == 0:
             sqnr = -math.inf
-        else:
-            sqnr = 10.0 * math.log10(self.sum_sq_ref / self.sum_sq_err)
+        else:  # an error of inf (an output overflowed, e.g. in FP16) is -inf dB; NaN stays NaN
+            ratio = self.sum_sq_ref / self.sum_sq_err
+            sqnr = 10.0 * math.log10(ratio) if ratio > 0 else (-math.inf if ratio == 0 else math.nan)
         return {
             "rel-l2": rel_l2,
             "max-abs": self.max_abs_err,

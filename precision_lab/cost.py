@@ -47,8 +47,10 @@ __all__ = [
     "GPUS",
     "LayerCost",
     "PlanCost",
+    "PlanCoster",
     "Shape",
     "float_shapes",
+    "gpu_named",
     "layer_cost",
     "macs",
     "model_cost",
@@ -126,6 +128,21 @@ _GPU_LIST = (
         "not verified against a stored source"),
 )
 GPUS: dict[str, GPU] = {gpu.name: gpu for gpu in _GPU_LIST}
+
+
+def _gpu_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def gpu_named(name: str | GPU) -> GPU:
+    """The GPU of :data:`GPUS` called ``name``, ignoring case, spaces, dashes and underscores (``h100-sxm`` is
+    ``"H100 SXM"``); a :class:`GPU` is returned as it is. ``ValueError`` naming the choices otherwise."""
+    if isinstance(name, GPU):
+        return name
+    found = next((gpu for key, gpu in GPUS.items() if _gpu_key(key) == _gpu_key(str(name))), None)
+    if found is None:
+        raise ValueError(f"unknown target GPU {name!r}; choose one of: {', '.join(GPUS)}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -321,20 +338,67 @@ def model_cost(
     ``default``. ``fp32_mode``: ``"tf32"`` (default) or ``"fp32"``, see :func:`layer_cost`. The plan and the
     candidates must name nodes of the main graph (``ValueError`` otherwise).
     """
-    _check(default, (FP16, FP32), "default")
-    proto = getattr(model, "model", model)
-    names = {node.name for node in proto.graph.node}
-    wanted = {c if isinstance(c, str) else c.name for c in candidates}
-    unknown = sorted((wanted | set(plan)) - names)
-    if unknown:
-        raise ValueError(f"the plan or candidates name nodes the model does not have: {', '.join(unknown)}")
-    shapes = float_shapes(proto)
-    layers = tuple(
-        layer_cost(node, shapes, _node_precision(node.name, plan, wanted, default), gpu,
-                   fp32_mode=fp32_mode, int8_output=default)
-        for node in proto.graph.node
-    )
-    return PlanCost(layers=layers, gpu=gpu.name, default=default, fp32_mode=fp32_mode)
+    return PlanCoster(model, candidates=candidates, gpu=gpu, default=default, fp32_mode=fp32_mode).cost(plan)
+
+
+class PlanCoster:
+    """:func:`model_cost` for many plans of one model: the float shapes are read once, each node's estimate at
+    each precision is computed once, and each distinct plan's total once. Same arguments as :func:`model_cost`
+    (``ValueError`` for a candidate the model does not have)."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto | PreparedModel,
+        *,
+        candidates: Iterable[Candidate | str],
+        gpu: GPU = GPUS[DEFAULT_GPU],
+        default: str = FP16,
+        fp32_mode: str = "tf32",
+    ) -> None:
+        _check(default, (FP16, FP32), "default")
+        _check(fp32_mode, FP32_MODES, "fp32_mode")
+        self.proto = getattr(model, "model", model)
+        self.gpu, self.default, self.fp32_mode = gpu, default, fp32_mode
+        self.nodes = tuple(self.proto.graph.node)
+        self.names = frozenset(node.name for node in self.nodes)
+        self.candidates = frozenset(c if isinstance(c, str) else c.name for c in candidates)
+        self._check_names(self.candidates)
+        self.shapes = float_shapes(self.proto)
+        self._layers: dict[tuple[int, str], LayerCost] = {}
+        self._plans: dict[PrecisionPlan, PlanCost] = {}
+
+    def _check_names(self, names: Iterable[str]) -> None:
+        unknown = sorted(set(names) - self.names)
+        if unknown:
+            raise ValueError(f"the plan or candidates name nodes the model does not have: {', '.join(unknown)}")
+
+    def everything(self, precision: str) -> PrecisionPlan:
+        """The plan that runs every node at ``precision`` (all-FP16, all-FP32)."""
+        return PrecisionPlan((node.name, precision) for node in self.nodes)
+
+    def _layer(self, index: int, precision: str) -> LayerCost:
+        key = (index, precision)
+        if key not in self._layers:
+            self._layers[key] = layer_cost(self.nodes[index], self.shapes, precision, self.gpu,
+                                           fp32_mode=self.fp32_mode, int8_output=self.default)
+        return self._layers[key]
+
+    def raise_cost(self, name: str, raised: str, base: str) -> float:
+        """Seconds node ``name`` adds when it runs at ``raised`` instead of ``base`` precision."""
+        index = next(i for i, node in enumerate(self.nodes) if node.name == name)
+        return self._layer(index, raised).seconds - self._layer(index, base).seconds
+
+    def cost(self, plan: PrecisionPlan) -> PlanCost:
+        """The estimate of the model under ``plan``."""
+        if plan not in self._plans:
+            self._check_names(plan)
+            layers = tuple(
+                self._layer(i, _node_precision(node.name, plan, self.candidates, self.default))
+                for i, node in enumerate(self.nodes)
+            )
+            self._plans[plan] = PlanCost(layers=layers, gpu=self.gpu.name, default=self.default,
+                                         fp32_mode=self.fp32_mode)
+        return self._plans[plan]
 
 
 def relative_cost(plan_cost: PlanCost, reference_cost: PlanCost) -> float:

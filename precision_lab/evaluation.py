@@ -21,6 +21,7 @@ from precision_lab.model import Candidate, PreparedModel
 from precision_lab.precisions import PrecisionPlan
 from precision_lab.qdq import QdqBuilder
 from precision_lab.results import Measurement
+from precision_lab.user_qdq import UserQdqBuilder, UserQdqModel
 
 __all__ = ["WorkerSpec", "PlanRunner"]
 
@@ -40,6 +41,8 @@ class WorkerSpec:
     custom_spec: str | None = None  # a task metric: "accuracy" or a custom module:function
     targets: tuple | None = None  # the labels of eval_feeds, for task metrics that take labels
     judged: tuple[str, ...] | None = None  # the outputs that decide the metric (None: every output)
+    precisions: tuple[str, ...] = ("int8", "fp32")  # with "fp16": three-level plans, FP16 emulated
+    user_qdq: UserQdqModel | None = None  # --qdq-model: plans are applied to the user's Q/DQ model
 
 
 class PlanRunner:
@@ -47,7 +50,11 @@ class PlanRunner:
 
     def __init__(self, builder: QdqBuilder | None, spec: WorkerSpec, *, custom: TaskMetric | None = None) -> None:
         self.spec = spec
-        self.builder = builder or QdqBuilder(spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe)
+        if builder is None and spec.user_qdq is not None:
+            builder = UserQdqBuilder(spec.user_qdq)
+        self.builder = builder or QdqBuilder(
+            spec.prepared, spec.candidates, spec.ranges, recipe=spec.recipe, precisions=spec.precisions
+        )
         self.custom = custom if custom is not None or not spec.custom_spec else TaskMetric(spec.custom_spec)
 
     @classmethod

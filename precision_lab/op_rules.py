@@ -16,7 +16,7 @@ is one more op set in ``RECIPES`` and one more table in ``RECIPE_RULES``, e.g.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from precision_lab.errors import InputError
@@ -29,6 +29,8 @@ __all__ = [
     "RECIPE_RULES",
     "WEIGHTED_OPS",
     "EXTENDED_OPS",
+    "MODELOPT_OPS",
+    "MODELOPT_RULES",
     "rules_for",
     "resolve_op_types",
 ]
@@ -74,6 +76,8 @@ class OpRule:
       not pinned and on graph outputs. Default True.
     * ``residual_of``: op types whose INT8 output, feeding one input of a two-input node of this type that is
       not a candidate, puts Q/DQ on the node's other (non-constant) input. Default none.
+    * ``fused_from``: op types whose output, feeding an input of an INT8 node of this type, gets no Q/DQ there
+      (recipe ``modelopt``: the Conv side of a residual Add, which TensorRT fuses into the Conv). Default none.
     """
 
     inputs: tuple[int, ...] | None = (0,)
@@ -83,6 +87,7 @@ class OpRule:
     shared_scale: bool = False
     quantize_output: bool = True
     residual_of: frozenset[str] = frozenset()
+    fused_from: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if (self.weight_input is None) != (self.weight_axis is None):
@@ -130,6 +135,33 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 EXTENDED_OPS = ("Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize")
 RECIPES: dict[str, tuple[str, ...]] = {"trt": WEIGHTED_OPS, "extended": WEIGHTED_OPS + EXTENDED_OPS}
 RECIPE_RULES: dict[str, Mapping[str, OpRule]] = {"trt": OP_RULES, "extended": OP_RULES}
+
+# --- recipe "modelopt" (issue 14): ModelOpt 0.47's INT8 op types and rules (docs/modelopt.md 3.1, 3.3); its
+# candidate filter (P7, P9-P12) is precision_lab.modelopt_recipe.modelopt_candidates.
+
+
+def _axis_1(attrs: Mapping[str, object], rank: int) -> int:
+    """ONNX Runtime's (so ModelOpt's) MatMul weight axis: 1, the output channel of a 2-D ``[K, N]`` weight."""
+    return min(1, rank - 1)
+
+
+_NO_OUTPUT = replace(DEFAULT_RULE, quantize_output=False)  # ModelOpt never quantizes node outputs (3.3)
+MODELOPT_OPS = (
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "Resize", "BatchNormalization", "LayerNormalization", "HardSwish", "Clip",
+)  # 3.1 minus Concat (not quantizable), CumSum, TopK and LRN (rare)
+MODELOPT_RULES: dict[str, OpRule] = {
+    **{op: _NO_OUTPUT for op in MODELOPT_OPS},
+    "Conv": OP_RULES["Conv"],
+    "ConvTranspose": OP_RULES["ConvTranspose"],
+    "Gemm": OP_RULES["Gemm"],
+    "MatMul": replace(OP_RULES["MatMul"], weight_axis=_axis_1),
+    # P4, simplified: the input an Add reads straight from a Conv is the one fused into it, the other is the skip
+    "Add": replace(OP_RULES["Add"], quantize_output=False, residual_of=frozenset(), fused_from=frozenset({"Conv", "ConvTranspose"})),
+    "Mul": replace(OP_RULES["Mul"], quantize_output=False),
+}
+RECIPES["modelopt"] = MODELOPT_OPS
+RECIPE_RULES["modelopt"] = MODELOPT_RULES
 
 
 def _check_recipe(recipe: str) -> None:

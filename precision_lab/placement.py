@@ -100,9 +100,10 @@ class Placement:
         return bool(self.activations or self.weights or self.outputs)
 
 
-def layer_precisions(plan: PlanLike, candidates: Iterable[str]) -> dict[str, Precision]:
-    """Candidate -> precision of ``plan`` (see the module docstring); names that are not candidates, or unknown
-    precisions, are an :class:`InputError`."""
+def layer_precisions(plan: PlanLike, candidates: Iterable[str], other_nodes: Iterable[str] = ()) -> dict[str, Precision]:
+    """Candidate -> precision of ``plan`` (see the module docstring); names that are neither candidates nor
+    ``other_nodes`` (the non-candidate nodes a three-level plan may keep FP32), or unknown precisions, are an
+    :class:`InputError`."""
     candidates = list(candidates)
     if isinstance(plan, Mapping):
         named = dict(plan)
@@ -111,7 +112,7 @@ def layer_precisions(plan: PlanLike, candidates: Iterable[str]) -> dict[str, Pre
             raise InputError(f"plan gives unknown precisions {bad}; use one of {', '.join(PRECISIONS)}")
     else:
         named = {layer: "fp32" for layer in plan}
-    unknown = set(named) - set(candidates)
+    unknown = set(named) - set(candidates) - set(other_nodes)
     if unknown:
         raise InputError(
             f"plan names layers that are not candidates of this model/recipe: {sorted(unknown)[:5]}; "
@@ -159,13 +160,17 @@ def place_in_graph(
     plan: PlanLike,
     *,
     rules: Mapping[str, OpRule] = OP_RULES,
+    other_nodes: Iterable[str] = (),
 ) -> Placement:
-    """:func:`place` on an imported ``onnx_graphsurgeon`` graph, which it only reads (default rules: ``OP_RULES``)."""
+    """:func:`place` on an imported ``onnx_graphsurgeon`` graph, which it only reads (default rules: ``OP_RULES``).
+    ``other_nodes``: the non-candidate nodes a three-level plan may keep high-precision; one it names gets no
+    Q/DQ on its inputs."""
     import onnx_graphsurgeon as gs
 
     order = {c.name: c.index for c in candidates}
-    precisions = layer_precisions(plan, order)
+    precisions = layer_precisions(plan, order, other_nodes)
     int8 = {name for name, precision in precisions.items() if precision == "int8"}
+    pinned_others = set(plan if not isinstance(plan, Mapping) else [n for n, p in plan.items() if p != "int8"]) - set(order)
     nodes = {node.name: node for node in graph.nodes}
     graph_outputs = {id(t) for t in graph.outputs}
 
@@ -201,6 +206,8 @@ def place_in_graph(
         node_rule = rule(node)
         for index in node_rule.quantized_inputs(len(node.inputs)):
             tensor = node.inputs[index]
+            if node_rule.fused_from and getattr(producer_of(tensor), "op", None) in node_rule.fused_from:
+                continue  # fused into its producer (recipe modelopt's residual Add)
             if isinstance(tensor, gs.Constant) and node_rule.constant_inputs == "initializer":
                 if _dtype_is(tensor, np.float32, unknown=False):
                     axis = node_rule.axis_of(index, node.attrs, len(tensor.shape))
@@ -213,7 +220,11 @@ def place_in_graph(
             if not _is_float(output):
                 continue  # e.g. MaxPool's int64 Indices
             for consumer in output.outputs:
-                if (consumer.name in order and consumer.name not in int8) or nodes.get(consumer.name) is not consumer:
+                if (
+                    (consumer.name in order and consumer.name not in int8)
+                    or consumer.name in pinned_others
+                    or nodes.get(consumer.name) is not consumer
+                ):
                     continue  # pinned, or inside a subgraph (reads the FP32 tensor from the outer scope)
                 for index, tensor in enumerate(consumer.inputs):
                     if tensor is output:
@@ -224,7 +235,7 @@ def place_in_graph(
 
     for node in graph.nodes:  # residual rule (a node that is a candidate decides for itself)
         producers = rule(node).residual_of
-        if not producers or node.name in order or len(node.inputs) != 2:
+        if not producers or node.name in order or node.name in pinned_others or len(node.inputs) != 2:
             continue
         for index in (0, 1):
             producer = producer_of(node.inputs[index])

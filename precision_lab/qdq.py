@@ -22,7 +22,7 @@ The rules, for every recipe:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,27 +172,72 @@ class QdqBuilder:
 
     ``recipe`` (default ``"trt"``) picks the rule table. Weights are quantized once, at their first build.
     A plan is the FP32 layers or a mapping layer -> precision (:data:`precision_lab.placement.PlanLike`).
+    ``precisions`` (default ``("int8", "fp32")``): with ``"fp16"`` among them, every node the plan does not keep
+    FP32 or INT8 runs FP16, emulated on ONNX Runtime (:mod:`precision_lab.fp16`), and a plan may name any float
+    node (:attr:`fp32_candidates`) FP32.
     """
 
     def __init__(
-        self, prepared: PreparedModel, candidates: Sequence[Candidate], ranges: Ranges, *, recipe: str = "trt"
+        self,
+        prepared: PreparedModel,
+        candidates: Sequence[Candidate],
+        ranges: Ranges,
+        *,
+        recipe: str = "trt",
+        precisions: Sequence[str] = ("int8", "fp32"),
     ) -> None:
         import onnx_graphsurgeon as gs
+
+        from precision_lab.fp16 import float_nodes, float_tensors
 
         self._rules = rules_for(recipe)
         self._prepared = prepared
         self._ranges = ranges
         self.candidates = {c.name: c for c in candidates}
+        self.precisions = tuple(precisions)
+        self.with_fp16 = "fp16" in self.precisions
+        self._floats = float_tensors(prepared.model) if self.with_fp16 else frozenset()
+        self.fp32_candidates: tuple[str, ...] = tuple(float_nodes(prepared.model, self._floats)) if self.with_fp16 else ()
         self._graph = gs.import_onnx(prepared.model)  # read by place_in_graph, never changed
         self._weights: WeightCache = {}
 
     def placement(self, plan: PlanLike) -> Placement:
         """Where the Q/DQ nodes of ``plan`` go (every candidate the plan does not pin is INT8)."""
-        return place_in_graph(self._graph, self.candidates.values(), self._ranges, plan, rules=self._rules)
+        return place_in_graph(
+            self._graph, self.candidates.values(), self._ranges, plan, rules=self._rules,
+            other_nodes=self.fp32_candidates,
+        )
+
+    def build_qdq(self, plan: PlanLike) -> onnx.ModelProto:
+        """The prepared model with every candidate not pinned by ``plan`` quantized to INT8, all in FP32 (what the
+        TensorRT 10 implicit-precision export reads)."""
+        return apply_placement(self._prepared.model, self.placement(plan), weights=self._weights)
 
     def build(self, plan: PlanLike) -> onnx.ModelProto:
-        """The prepared model with every candidate not pinned by ``plan`` quantized to INT8."""
-        return apply_placement(self._prepared.model, self.placement(plan), weights=self._weights)
+        """The model every backend runs for ``plan``: :meth:`build_qdq`, with FP16 emulated where the plan runs
+        FP16 (three-level plans)."""
+        model = self.build_qdq(plan)
+        if not self.with_fp16:
+            return model
+        from precision_lab.fp16 import emulate_fp16
+
+        return emulate_fp16(model, _fp32_names(plan), self._floats)
+
+    def build_deployable(self, plan: PlanLike) -> onnx.ModelProto:
+        """``plan.onnx``: :meth:`build_qdq` for two-level plans; for three-level plans the strongly typed FP16
+        model with FP32 islands (:func:`precision_lab.fp16.fp16_plan_model`)."""
+        model = self.build_qdq(plan)
+        if not self.with_fp16:
+            return model
+        from precision_lab.fp16 import fp16_plan_model
+
+        return fp16_plan_model(model, _fp32_names(plan))
+
+
+def _fp32_names(plan: PlanLike) -> set[str]:
+    if isinstance(plan, Mapping):
+        return {layer for layer, precision in plan.items() if precision == "fp32"}
+    return set(plan)
 
 
 def count_qdq(model: onnx.ModelProto) -> dict[str, int]:

@@ -255,6 +255,8 @@ class SweepResult:
     verification_records: tuple[Evaluation, ...] = ()
     confidence: dict = field(default_factory=dict)
     notices: tuple[str, ...] = ()
+    precision_levels: tuple[str, ...] = ("int8", "fp32")  # the levels the plan was searched over, lowest first
+    cost: dict = field(default_factory=dict)  # what the plans cost on the target GPU ({"error": why} if unknown)
 
     @property
     def metric_obj(self) -> Metric:
@@ -341,12 +343,16 @@ class SweepResult:
 
     @property
     def evaluations(self):
-        """One row per evaluation: sequence, phase, FP32 layer count, value, passed, status, seconds."""
+        """One row per evaluation: sequence, phase, FP32 layer count, value, passed, status, seconds, key,
+        ``estimated_cost`` (the plan's roofline time on the target GPU relative to all-FP16; NaN when the model
+        could not be estimated) and ``latency_ms`` (the latency the backend measured; NaN when it measures
+        none)."""
         import pandas as pd
 
         metric = self.metric_obj
         criterion = self.criterion
         tolerance = self.metric["tolerance"]
+        costs = self.cost.get("evaluations", {})
         rows = []
         for record in self.evaluation_records:
             value = record.value(metric, criterion)
@@ -361,6 +367,8 @@ class SweepResult:
                     "status": record.status,
                     "seconds": record.seconds.get("total", math.nan),
                     "key": record.key,
+                    "estimated_cost": costs.get(record.key, math.nan),
+                    "latency_ms": record.seconds.get("latency_ms", math.nan),
                 }
             )
         return pd.DataFrame(rows)
@@ -397,6 +405,14 @@ class SweepResult:
         from precision_lab.report.plots import plot_tradeoff
 
         return plot_tradeoff(self)
+
+    def plot_pareto(self, *, ax=None):
+        """Metric value against estimated cost relative to all-FP16 for every evaluated plan, the Pareto front,
+        the tolerance and the chosen plan; drawn on ``ax`` (default: a new figure). Returns the matplotlib
+        Figure."""
+        from precision_lab.report.plots import plot_pareto
+
+        return plot_pareto(self, ax=ax)
 
     def plot_output_channels(self, output: str | None = None):
         """Per-channel error of an output for all-INT8 and the plan (matplotlib Figure)."""
@@ -463,6 +479,8 @@ class SweepResult:
             verification_records=tuple(Evaluation.from_json(r) for r in data.get("verification_records", [])),
             confidence=data.get("confidence", {}),
             notices=tuple(data.get("notices", ())),
+            precision_levels=tuple(data.get("precision_levels", ("int8", "fp32"))),
+            cost=data.get("cost", {}),
         )
 
 

@@ -38,6 +38,8 @@ from precision_lab.progress import Progress
 from precision_lab.qdq import QdqBuilder, tensors_to_calibrate
 from precision_lab.reference import ReferenceStore, build_reference
 from precision_lab.settings import MetricSetting, SweepOptions, check_slices, judged_outputs
+from precision_lab.modelopt_recipe import modelopt_candidates
+from precision_lab.user_qdq import UserQdqBuilder, load_user_qdq, user_qdq_ranges
 
 __all__ = ["Session", "open_session", "reference_outputs"]
 
@@ -56,7 +58,7 @@ class Session:
     backend: Backend
     backend_reason: str | None
     ranges: Ranges
-    builder: QdqBuilder
+    builder: QdqBuilder | UserQdqBuilder
     reference: ReferenceStore
     slices: tuple[OutputSlice, ...]
     judged: tuple[str, ...] | None
@@ -68,6 +70,33 @@ class Session:
     def names(self) -> list[str]:
         """The candidate layers in graph order."""
         return [c.name for c in self.candidates]
+
+    @property
+    def three_level(self) -> bool:
+        """Whether plans may run layers FP16 (``--precisions int8,fp16,fp32``)."""
+        return self.builder.with_fp16
+
+    @property
+    def everything_fp32(self):
+        """The plan that keeps every candidate FP32, and in a three-level sweep every float node: the FP32
+        model."""
+        from precision_lab.precisions import PrecisionPlan
+
+        return PrecisionPlan.fp32([*self.names, *self.builder.fp32_candidates])
+
+    def fp16_closeness(self) -> dict[str, float]:
+        """Each float node's calibrated ``max |x| / 65504`` over the float tensors it reads and writes (three-level
+        sweeps calibrate them all)."""
+        from precision_lab.fp16 import FP16_MAX
+
+        graph = self.prepared.model.graph
+        wanted = set(self.builder.fp32_candidates)
+        closeness = {}
+        for node in graph.node:
+            if node.name in wanted:
+                amaxes = [self.ranges.amax[t] for t in [*node.input, *node.output] if t in self.ranges.amax]
+                closeness[node.name] = max(amaxes, default=0.0) / FP16_MAX
+        return closeness
 
     @property
     def evaluations_run(self) -> int:
@@ -96,6 +125,23 @@ def reference_outputs(prepared: PreparedModel, feeds: Sequence[Feed], cache_dir:
             backend.run(prepared.model, feeds, on_output)
 
     return build_reference(run, feeds, cache_dir / f"reference-{key}")
+
+
+def _tensors_to_calibrate(
+    prepared: PreparedModel, candidates: Sequence[Candidate], recipe: str, precisions: Sequence[str]
+) -> list[str]:
+    """The tensors Q/DQ may read, and with FP16 among ``precisions`` every float activation too (their ranges rank
+    the nodes for the FP32 level)."""
+    tensors = tensors_to_calibrate(prepared, candidates, recipe)
+    if "fp16" not in precisions:
+        return tensors
+    from precision_lab.fp16 import float_tensors
+
+    initializers = {init.name for init in prepared.model.graph.initializer}
+    produced = {name for node in prepared.model.graph.node for name in node.output}
+    inputs = {vi.name for vi in prepared.model.graph.input}
+    activations = (float_tensors(prepared.model) - initializers) & (produced | inputs)
+    return sorted(set(tensors) | activations)
 
 
 def open_session(
@@ -134,7 +180,17 @@ def open_session(
     check_slices(prepared, slices)
     judged = judged_outputs(prepared, options.judge_outputs, slices)
     recipe, exclude = options.recipe, options.exclude
-    candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
+    if options.qdq_model is not None and (options.ops or exclude or recipe != "trt"):
+        raise InputError("--qdq-model takes its candidates from the Q/DQ model; drop --recipe, --ops and --exclude")
+    user_qdq = load_user_qdq(options.qdq_model, prepared.path) if options.qdq_model is not None else None
+    if user_qdq is not None:  # --qdq-model: the user's quantized nodes are the candidates
+        candidates = user_qdq.candidates
+        if not candidates:
+            raise InputError(f"--qdq-model {user_qdq.path.name} has no node that reads a DequantizeLinear output")
+    else:
+        candidates = list_candidates(prepared, op_types=op_types, exclude=exclude)
+        if recipe == "modelopt":  # ModelOpt's candidate filter (issue 14)
+            candidates = modelopt_candidates(prepared, candidates)
     if not candidates:
         raise InputError(
             f"the model has no candidate layers for recipe '{recipe}' (op types {', '.join(op_types)}"
@@ -153,17 +209,20 @@ def open_session(
     log.info("%s: %d candidate layers (recipe %s)", prepared.name, len(candidates), recipe)
 
     cache_dir = out / "cache"
-    ranges = calibrate(
+    ranges = user_qdq_ranges(user_qdq) if user_qdq is not None else calibrate(
         prepared,
         dataset.calib,
-        tensors=tensors_to_calibrate(prepared, candidates, recipe),
+        tensors=_tensors_to_calibrate(prepared, candidates, recipe, options.precisions),
         fingerprint=dataset.calib_fingerprint,
         method=options.calibration,
         percentile=options.percentile,
         cache_dir=cache_dir,
     )
     reference = reference_outputs(prepared, dataset.eval, cache_dir, dataset.eval_fingerprint)
-    builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe)
+    builder = (
+        UserQdqBuilder(user_qdq) if user_qdq is not None
+        else QdqBuilder(prepared, candidates, ranges, recipe=recipe, precisions=options.precisions)
+    )
     backend_obj.setup(prepared=prepared, calib_feeds=dataset.calib, cache_dir=cache_dir)
     names = [c.name for c in candidates]
     metric = setting.metric.name
@@ -181,6 +240,7 @@ def open_session(
             metric if task else None,
             *([sorted(judged)] if judged is not None else []),
             *([dataset.targets_fingerprint] if task is not None and task.takes_labels else []),
+            *([list(options.precisions)] if "fp16" in options.precisions else []),  # FP16 emulation changes values
         )
 
     journal = Journal(out / JOURNAL_NAME, resume=options.resume)
@@ -203,6 +263,8 @@ def open_session(
         custom_spec=metric if task else None,
         targets=dataset.eval_targets,
         judged=judged,
+        precisions=tuple(options.precisions),
+        user_qdq=user_qdq,
     )
     evaluator = Evaluator(
         executor=make_executor(

@@ -27,8 +27,11 @@ __all__ = [
     "MetricSetting",
     "resolve_metric",
     "check_options",
+    "check_precisions",
+    "PRECISION_SETS",
     "check_slices",
     "judged_outputs",
+    "check_target_gpu",
 ]
 
 DEFAULT_TOLERANCES: dict[str, float] = {"rel-l2": 0.05, "cosine": 0.999, "sqnr": 20.0, "top1": 0.99}
@@ -71,6 +74,9 @@ class SweepOptions:
     jobs: int = 1
     executor: str = "local"
     ray_address: str | None = None
+    precisions: tuple[str, ...] = ("int8", "fp32")  # the precision levels a plan may use, lowest first
+    target_gpu: str = "H100 SXM"  # the GPU of the cost estimate: a name of precision_lab.cost.GPUS
+    qdq_model: str | os.PathLike | None = None  # the user's Q/DQ model (issue 14): candidates and scales from it
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,18 @@ def resolve_metric(
         tolerance = DEFAULT_TOLERANCES[metric]
     metric_obj.check_tolerance(float(tolerance))
     return MetricSetting(metric_obj, float(tolerance), task, None)
+
+
+PRECISION_SETS: tuple[tuple[str, ...], ...] = (("int8", "fp32"), ("int8", "fp16", "fp32"))
+
+
+def check_precisions(precisions: str | Sequence[str]) -> tuple[str, ...]:
+    """``precisions`` (``"int8,fp16,fp32"`` or a sequence) as a tuple lowest first, if it is a supported set."""
+    levels = tuple(p.strip().lower() for p in (precisions.split(",") if isinstance(precisions, str) else precisions))
+    if levels not in PRECISION_SETS:
+        choices = " or ".join(",".join(s) for s in PRECISION_SETS)
+        raise InputError(f"unknown --precisions '{','.join(levels)}'; choose {choices}")
+    return levels
 
 
 def check_options(
@@ -157,3 +175,14 @@ def judged_outputs(
     if unknown:
         raise InputError(f"--judge-output names {unknown}, but the model's outputs are {list(prepared.output_names)}")
     return tuple(dict.fromkeys([*judge_outputs, *(s.output for s in slices)]))
+
+
+def check_target_gpu(name: str) -> str:
+    """The name in :data:`precision_lab.cost.GPUS` of ``--target-gpu`` ``name`` (case, spaces and dashes do not
+    matter); a one-line :class:`InputError` listing the choices otherwise."""
+    from precision_lab.cost import gpu_named
+
+    try:
+        return gpu_named(name).name
+    except ValueError as exc:
+        raise InputError(f"--target-gpu: {exc}") from None

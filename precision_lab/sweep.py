@@ -20,8 +20,9 @@ from precision_lab.calibration import DEFAULT_PERCENTILE
 from precision_lab.compare import OutputSlice
 from precision_lab.criterion import Criterion
 from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DEFAULT_VERIFY_SAMPLES
-from precision_lab.errors import UnattainableToleranceError
+from precision_lab.errors import InputError, UnattainableToleranceError
 from precision_lab.lock import OutputLock
+from precision_lab.modelopt_export import write_calibration_data
 from precision_lab.noise_floor import warn_noise_floor
 from precision_lab.outdir import prepare_out_dir
 from precision_lab.outputs import write_outputs
@@ -38,6 +39,8 @@ from precision_lab.settings import (
     MetricSetting,
     SweepOptions,
     check_options,
+    check_precisions,
+    check_target_gpu,
     resolve_metric,
 )
 from precision_lab.verification import VerificationRound, tighten_tolerance
@@ -88,6 +91,9 @@ def sweep(
     jobs: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
+    precisions: Sequence[str] = ("int8", "fp32"),
+    target_gpu: str = "H100 SXM",
+    qdq_model: str | os.PathLike | None = None,
 ) -> SweepResult:
     """Find the smallest set of layers to keep FP32 so the model meets ``tolerance``; write the outputs.
 
@@ -104,7 +110,13 @@ def sweep(
     objects); synthetic data when neither ``data`` nor ``data_loader_script`` is given; labels (for ``accuracy``
     and custom metrics that take them) from ``labels`` or the loader script; every output judged
     (``judge_outputs`` names the ones that decide; an output named by an ``output_slices`` entry is judged too);
-    output in ``reports/<model name>/``, resuming a journal found there.
+    output in ``reports/<model name>/``, resuming a journal found there. ``precisions``: ``("int8", "fp32")``
+    (default: a layer is INT8 or FP32, every other node FP32) or ``("int8", "fp16", "fp32")`` (an INT8 + FP16
+    engine: every node not INT8 runs FP16, emulated, except the nodes the plan keeps FP32; the plan is 1-minimal
+    at both levels). ``target_gpu`` (default ``"H100 SXM"``, a name of ``precision_lab.cost.GPUS``) is the GPU
+    whose roofline estimates each plan's cost. ``qdq_model`` (default none): the user's own Q/DQ model of
+    ``model`` (ModelOpt, ``quantize_static``, QAT export), whose quantized nodes are the candidates, with its
+    scales and no calibration (:mod:`precision_lab.user_qdq`); two-level plans only.
     """
     started = time.perf_counter()
     options = SweepOptions(
@@ -115,12 +127,18 @@ def sweep(
         until_verified=until_verified, seed=seed, input_shapes=input_shapes, output_slices=tuple(output_slices),
         judge_outputs=tuple(judge_outputs), sensitivity=sensitivity, backend=backend,
         backend_options=backend_options, resume=resume, progress=progress, search=search, jobs=jobs,
-        executor=executor, ray_address=ray_address,
+        executor=executor, ray_address=ray_address, precisions=check_precisions(precisions),
+        target_gpu=check_target_gpu(target_gpu), qdq_model=qdq_model,
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,
         executor=executor, ray_address=ray_address,
     )
+    if qdq_model is not None and "fp16" in options.precisions:
+        raise InputError(
+            "--qdq-model searches two-level plans only: the user's Q/DQ model fixes the INT8 layers and their "
+            "scales; drop --precisions int8,fp16,fp32, or sweep the FP32 model with it"
+        )
     setting = resolve_metric(metric, metric_direction, tolerance, max_drop)
     criterion_obj = Criterion.parse(criterion)
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
@@ -130,6 +148,7 @@ def sweep(
         session = open_session(
             model, out, options, setting=setting, criterion=criterion_obj, slices=slices, op_types=op_types
         )
+        write_calibration_data(session.dataset.calib, out)  # for the ModelOpt command in plan.json
         try:
             run = _search_until_verified(session, options, setting)
         except UnattainableToleranceError:
@@ -144,10 +163,36 @@ def sweep(
 
 
 def _warn_noise_floor(session: Session, tolerance: float) -> None:
-    everything = PrecisionPlan.fp32(session.names)
+    everything = session.everything_fp32
     if session.evaluator.key(everything) in session.evaluator.journal:
         record = session.evaluator.record(everything)
         warn_noise_floor(session.evaluator.metric, tolerance, record, session.reference, session.slices)
+
+
+def _raise_costs(session: Session, options: SweepOptions) -> dict[str, list[str]]:
+    """Tie-break orders, cheapest first by the estimated cost on the target GPU: ``"int8"``, the candidates by
+    what raising them out of INT8 costs; ``"fp32"`` (three levels), the float nodes by what keeping them FP32
+    instead of FP16 costs. Empty when the model cannot be estimated (ties then keep graph order)."""
+    from precision_lab.cost import PlanCoster, gpu_named
+
+    three = session.three_level
+    try:
+        coster = PlanCoster(
+            session.prepared, candidates=session.names, gpu=gpu_named(options.target_gpu),
+            default="fp16" if three else "fp32", fp32_mode="fp32",
+        )
+        raised = "fp16" if three else "fp32"
+        orders = {"int8": _by_cost(session.names, lambda n: coster.raise_cost(n, raised, "int8"))}
+        if three:
+            orders["fp32"] = _by_cost(session.builder.fp32_candidates, lambda n: coster.raise_cost(n, "fp32", "fp16"))
+        return orders
+    except (ValueError, ArithmeticError, LookupError, TypeError, StopIteration):
+        return {}
+
+
+def _by_cost(names, cost) -> list[str]:
+    position = {name: i for i, name in enumerate(names)}
+    return sorted(names, key=lambda n: (cost(n), position[n]))
 
 
 def _search(session: Session, options: SweepOptions) -> MinimalPlan:
@@ -155,7 +200,9 @@ def _search(session: Session, options: SweepOptions) -> MinimalPlan:
     from precision_lab.signals import layer_signals
 
     evaluator = session.evaluator
+    costs = _raise_costs(session, options)
     context = SearchContext(
+        tie_order=costs.get("int8"),
         names=session.names,
         higher_is_better=evaluator.metric.higher_is_better,
         sensitivity=options.sensitivity,
@@ -163,7 +210,16 @@ def _search(session: Session, options: SweepOptions) -> MinimalPlan:
             session.prepared, session.builder, session.candidates, session.dataset.eval, slices=session.slices
         ),
     )
-    found = evaluator.drive(SEARCHES[options.search](context))
+    if session.three_level:
+        from precision_lab.search.levels import three_level_search
+
+        strategy = three_level_search(
+            context, SEARCHES[options.search], session.builder.fp32_candidates, session.fp16_closeness(),
+            costs.get("fp32"),
+        )
+    else:
+        strategy = SEARCHES[options.search](context)
+    found = evaluator.drive(strategy)
     if found.status == "unattainable":
         metric = evaluator.metric
         raise UnattainableToleranceError(
@@ -177,7 +233,7 @@ def _search_until_verified(session: Session, options: SweepOptions, setting: Met
     """The search, then the plan on the verification feeds; with ``until_verified``, more searches at stricter
     tolerances while the plan fails there (at most :data:`MAX_VERIFY_ROUNDS`)."""
     evaluator, verifier, metric = session.evaluator, session.verifier, setting.metric
-    everything = PrecisionPlan.fp32(session.names)
+    everything = session.everything_fp32
     tolerance = setting.tolerance
     if setting.max_drop is not None:  # judged by the drop from the FP32 model's own score
         (fp32_score,) = evaluator.evaluate([everything], "baseline")
@@ -211,3 +267,16 @@ def _search_until_verified(session: Session, options: SweepOptions, setting: Met
         search_tolerance = stricter
     evaluator.progress.finish(metric.name, found.outcome.value, tolerance)
     return SearchRun(found, tolerance, search_tolerance, tuple(rounds), verify_outcomes, verify_tolerance)
+
+
+class _CallableModule(type(logging)):
+    """This module, callable as :func:`sweep`: importing ``precision_lab.sweep`` (the CLI does) makes the package
+    attribute ``precision_lab.sweep`` this module, and ``precision_lab.sweep(...)`` must still run a sweep."""
+
+    def __call__(self, *args, **kwargs) -> SweepResult:
+        return sweep(*args, **kwargs)
+
+
+import sys  # noqa: E402
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -58,27 +58,34 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["precision-lab", *args], code, out.getvalue(), err.getvalue())
 
 
-def sweep_sample(name: str, data: str | Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    """``precision-lab sweep`` of sample model ``name`` on ``data`` into ``out`` at its expected recipe and
-    tolerance (``--quiet``, in this process), with any further ``args``."""
-    expected = EXPECTED[f"{name}.onnx"]
+def sweep_sample(
+    name: str, data: str | Path, out: Path, *args: str, expected: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``precision-lab sweep`` of sample model ``name`` on ``data`` into ``out`` at its recipe and tolerance in
+    ``expected`` (default ``expected_plans.json``; ``--quiet``, in this process), with any further ``args``."""
+    entry = (expected or EXPECTED)[f"{name}.onnx"]
     return run_in_process(
         "sweep", str(SAMPLES / f"{name}.onnx"), "--data", str(data), "--out", str(out), "--quiet",
-        "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]), *args,
+        "--recipe", entry["recipe"], "--tolerance", str(entry["tolerance"]), *args,
     )
+
+
+def sweep_sample_models(root: Path, expected: dict, names, *extra: str) -> dict[str, Path]:
+    """Sweep each sample model of ``names`` once (CLI, real data folder, its expected recipe and tolerance, plus
+    ``extra`` options) into ``root``: name -> out dir."""
+    outs = {}
+    for name in names:
+        data = write_random_feeds(SAMPLES / f"{name}.onnx", root / f"{name}_data")
+        proc = sweep_sample(name, data, root / name, *extra, expected=expected)
+        assert proc.returncode == 0, proc.stderr
+        outs[name] = root / name
+    return outs
 
 
 @pytest.fixture(scope="session")
 def sample_sweeps(tmp_path_factory) -> dict[str, Path]:
     """Every sample model swept once (CLI, real data folder, expected recipe/tolerance): name -> out dir."""
-    root = tmp_path_factory.mktemp("sample_sweeps")
-    outs = {}
-    for name in SAMPLE_NAMES:
-        data = write_random_feeds(SAMPLES / f"{name}.onnx", root / f"{name}_data")
-        proc = sweep_sample(name, data, root / name)
-        assert proc.returncode == 0, proc.stderr
-        outs[name] = root / name
-    return outs
+    return sweep_sample_models(tmp_path_factory.mktemp("sample_sweeps"), EXPECTED, SAMPLE_NAMES)
 
 
 # --- real-model figures in the log ----------------------------------------------------------------------------

@@ -135,3 +135,14 @@ def test_the_optimized_onnx_runtime_backend_is_a_second_opinion(transformer_data
     assert get_backend("onnxrt-optimized").for_workers(2).threads >= 1
     assert BACKENDS["onnxrt-optimized"].load().__module__ == "precision_lab.backends.onnxrt_optimized"
     assert "ORT_DISABLE_ALL" not in optimized.exports["onnxruntime"]
+
+
+def test_precision_lab_sweep_stays_callable_after_the_cli_imports_its_module(tmp_path):
+    """Importing the module ``precision_lab.sweep`` (as the CLI does) rebinds the package attribute ``sweep`` to
+    the module; ``precision_lab.sweep(...)`` must still sweep."""
+    import precision_lab
+    import precision_lab.sweep  # noqa: F401  (what `from precision_lab.sweep import sweep` in the CLI does)
+    from conftest import SAMPLES
+
+    result = precision_lab.sweep(SAMPLES / "robust_cnn.onnx", out_dir=tmp_path / "o", progress=False)
+    assert result.status == "all-int8-passes"

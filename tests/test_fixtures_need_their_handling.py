@@ -71,3 +71,63 @@ def test_old_exports_need_the_opset_upgrade(tmp_path, monkeypatch):
     # Q/DQ do not exist in opset 7: no plan with an INT8 layer can be built, so every layer ends up FP32
     assert np.isnan(result.baselines["all_int8"])
     assert result.plan.int8_layers == ()
+
+
+def _no_fp16_emulation(model, fp32_nodes, floats):
+    return model
+
+
+@pytest.mark.parametrize("name", ["fp16_overflow_cnn", "layernorm_overflow_block"])
+def test_fp16_sample_models_need_the_fp16_emulation(tmp_path, monkeypatch, name):
+    """Without the emulation, FP16 overflow is never seen: all-FP16 passes and no node is kept FP32."""
+    from conftest import SAMPLES, write_random_feeds
+    from precision_lab import sweep
+
+    model = SAMPLES / f"{name}.onnx"
+    data = write_random_feeds(model, tmp_path / "data")
+    monkeypatch.setattr("precision_lab.fp16.emulate_fp16", _no_fp16_emulation)
+    result = sweep(model, data=data, out_dir=tmp_path / "out", precisions=("int8", "fp16", "fp32"), progress=False)
+    assert result.baselines["all_fp16"] < 0.05
+    assert not result.plan.plan.fp32_layers
+
+
+def test_fp16_island_with_two_readers_needs_the_cast_pair_repair(monkeypatch):
+    import onnxruntime as ort
+
+    import test_three_level as three
+
+    monkeypatch.setattr("precision_lab.fp16._remove_rounding_pairs", lambda model: None)
+    from precision_lab.fp16 import fp16_plan_model
+
+    plan = fp16_plan_model(three._islands_model(), {"up", "down1", "down2"})
+    session = ort.InferenceSession(plan.SerializeToString(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.array([100.0, 200.0, -300.0, 1.0], np.float32)})
+    assert not np.isfinite(y).all()  # the island's tensor went through FP16 and overflowed
+
+
+def test_fp16_shared_initializer_needs_the_copy(monkeypatch):
+    import test_three_level as three
+
+    monkeypatch.setattr("precision_lab.fp16._split_shared_initializers", lambda model, fp32_nodes: None)
+    from precision_lab.fp16 import fp16_plan_model
+
+    with pytest.raises(Exception, match="inconsistent type"):
+        fp16_plan_model(three._islands_model(), {"up", "down1", "down2"})
+
+
+@pytest.mark.parametrize(
+    "handling, message",
+    [
+        ("_clear_negative_dims", "differ in dimension"),
+        ("_fix_cast_targets", "Inferred elem type differs"),
+        ("_fix_output_readers", "inconsistent type"),
+    ],
+)
+def test_fp16_plan_of_exporter_quirks_needs_its_repairs(monkeypatch, handling, message):
+    import test_three_level as three
+
+    monkeypatch.setattr(f"precision_lab.fp16.{handling}", lambda model, *rest: None)
+    from precision_lab.fp16 import fp16_plan_model
+
+    with pytest.raises(Exception, match=message):
+        fp16_plan_model(three._quirks_model(), set())

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 NOTEBOOK = REPO / "examples" / "explore.ipynb"
-PLOT_CALLS = ("plot_sensitivity()", "plot_tradeoff()", "plot_output_channels()", "plot_positions()")
+PLOT_CALLS = ("plot_sensitivity()", "plot_tradeoff()", "plot_output_channels()", "plot_positions()", "plot_pareto()")
 
 nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[test]')")
 nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[test]')")

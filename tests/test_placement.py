@@ -22,6 +22,7 @@ from precision_lab.model import list_candidates, prepare_model
 from precision_lab.op_rules import (
     DEFAULT_RULE,
     EXTENDED_OPS,
+    MODELOPT_OPS,
     OP_RULES,
     RECIPE_RULES,
     RECIPES,
@@ -74,7 +75,7 @@ def _placement(prepared, plan=(), *, recipe: str = "trt", ops=None, exclude=(), 
 
 
 def test_every_recipe_op_has_a_rule_and_the_recipes_keep_their_order():
-    assert RECIPES == {"trt": WEIGHTED_OPS, "extended": WEIGHTED_OPS + EXTENDED_OPS}
+    assert RECIPES == {"trt": WEIGHTED_OPS, "extended": WEIGHTED_OPS + EXTENDED_OPS, "modelopt": MODELOPT_OPS}
     assert RECIPES["trt"] == ("Conv", "ConvTranspose", "Gemm", "MatMul")
     for recipe, ops in RECIPES.items():
         assert set(ops) <= set(RECIPE_RULES[recipe]), recipe

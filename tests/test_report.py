@@ -425,7 +425,7 @@ def test_report_command_rerenders_from_copied_folder_without_model(cnn_sweep, tm
     original = _sections((out / "report.html").read_text(encoding="utf-8"))
     again = _sections((copy / "report.html").read_text(encoding="utf-8").replace(str(copy), str(out)))
     assert list(again) == list(original)
-    assert len(original) == 9  # head + 8 sections
+    assert len(original) == 10  # head + 9 sections
     for title in original:
         assert again[title] == original[title], f"section {title!r} differs after re-rendering"
 

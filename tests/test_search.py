@@ -261,3 +261,19 @@ def test_a_search_at_another_level_raises_layers_from_a_start_plan():
     assert result.pinned == ("l5",)
     assert result.plan == start.with_precision(["l5"], FP32)
     assert result.evidence["l5"].plan == start
+
+
+@pytest.mark.parametrize("search", ["full", "fast", "adaptive"])
+@pytest.mark.parametrize("cheaper", ["l3", "l7"])
+def test_of_two_equivalent_layers_the_cheaper_is_kept(search, cheaper):
+    """l3 and l7 are interchangeable (each alone repairs the pair penalty; same isolate value and signal): the
+    tie-break order (the sweep passes layers cheapest to raise first) decides which one the plan keeps."""
+    errors = {name: 0.001 for name in LAYERS}
+    fake = FakeEvaluator(errors, tolerance=0.05, pairs={frozenset({"l3", "l7"}): 1.0})
+    other = "l7" if cheaper == "l3" else "l3"
+    order = [cheaper, other] + [n for n in LAYERS if n not in (cheaper, other)]
+    signals = {name: (1.0 if name in ("l3", "l7") else 0.0) for name in LAYERS}
+    context = SearchContext(names=LAYERS, signals=lambda: signals, tie_order=order, sensitivity="leave-one-out")
+    result = drive(SEARCHES[search](context), fake)
+    assert result.status == "found"
+    assert list(result.pinned) == [cheaper]

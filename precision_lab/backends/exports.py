@@ -14,7 +14,14 @@ from pathlib import Path
 
 from precision_lab.errors import InputError
 
-__all__ = ["MODES", "explicit_commands", "export_commands", "onnxruntime_snippet", "trtexec_layer_spec_problem"]
+__all__ = [
+    "MODES",
+    "explicit_commands",
+    "export_commands",
+    "three_level_commands",
+    "onnxruntime_snippet",
+    "trtexec_layer_spec_problem",
+]
 
 MODES = ("explicit", "implicit")
 
@@ -90,7 +97,7 @@ def export_commands(
     if mode == "explicit":
         onnx_path = str(plan_path)
         return {
-            "trtexec": f"trtexec {q('--onnx=' + onnx_path)} --stronglyTyped {q('--saveEngine=' + engine)}",
+            "trtexec": f"trtexec {q('--onnx=' + onnx_path)} --stronglyTyped --noTF32 {q('--saveEngine=' + engine)}",
             "polygraphy": f"polygraphy convert {q(onnx_path)} --strongly-typed -o {q(engine)}",
             "polygraphy_compare": f"polygraphy run {q(onnx_path)} --trt --strongly-typed --onnxrt",
         }
@@ -125,3 +132,42 @@ def export_commands(
         "polygraphy": " ".join(["polygraphy", "convert", q(model), *common, "-o", q(engine)]),
         "polygraphy_compare": " ".join(["polygraphy", "run", q(model), "--trt", *common, "--onnxrt"]),
     }
+
+
+def three_level_commands(
+    plan_onnx: str | Path, qdq_fp32_onnx: str | Path, *, fp16_layers: Sequence[str], fp32_layers: Sequence[str]
+) -> dict[str, str]:
+    """Command lines that build a three-level (INT8 / FP16 / FP32) plan.
+
+    ``trtexec``, ``polygraphy``, ``polygraphy_compare``: ``plan_onnx`` (the FP16 graph with FP32 islands and Q/DQ)
+    built strongly typed, TensorRT 10 and 11 (11 ignores ``--stronglyTyped``: strongly typed is its only mode).
+    ``trtexec_implicit``, ``polygraphy_implicit`` (TensorRT 10 only): ``qdq_fp32_onnx`` (the plan's Q/DQ model in
+    FP32) with ``--int8 --fp16``, precision constraints obeyed, ``fp16_layers`` pinned FP16 and ``fp32_layers``
+    FP32 (ONNX node names; TensorRT layer names can differ after fusion). Every trtexec line has ``--noTF32``:
+    precision-lab's FP32 is true FP32 (Polygraphy builds without TF32 unless ``--tf32`` is given)."""
+    q = shlex.quote
+    plan_path, qdq_path = str(plan_onnx), str(qdq_fp32_onnx)
+    engine = str(Path(plan_onnx).with_suffix(".engine"))
+    commands = {
+        "trtexec": f"trtexec {q('--onnx=' + plan_path)} --stronglyTyped --noTF32 {q('--saveEngine=' + engine)}",
+        "polygraphy": f"polygraphy convert {q(plan_path)} --strongly-typed -o {q(engine)}",
+        "polygraphy_compare": f"polygraphy run {q(plan_path)} --trt --strongly-typed --onnxrt",
+        "onnxruntime": onnxruntime_snippet(plan_path),
+    }
+    pinned = [(n, "fp16") for n in dict.fromkeys(fp16_layers)] + [(n, "fp32") for n in dict.fromkeys(fp32_layers)]
+    problems = [(n, p) for n, _ in pinned if (p := trtexec_layer_spec_problem(n)) is not None]
+    if problems:
+        listed = "; ".join(f"{n!r} {p}" for n, p in problems[:5])
+        commands["trtexec_implicit"] = f"# trtexec cannot pin these layers (--layerPrecisions cannot express them): {listed}"
+    else:
+        parts = ["trtexec", q(f"--onnx={qdq_path}"), "--int8", "--fp16", "--precisionConstraints=obey"]
+        if pinned:
+            parts.append(q("--layerPrecisions=" + ",".join(f"{n}:{p}" for n, p in pinned)))
+        parts += ["--noTF32", q(f"--saveEngine={engine}")]
+        commands["trtexec_implicit"] = " ".join(parts)
+    dtype = {"fp16": "float16", "fp32": "float32"}
+    poly = ["polygraphy", "convert", q(qdq_path), "--int8", "--fp16", "--precision-constraints", "obey"]
+    if pinned:
+        poly += ["--layer-precisions", *(q(f"{n}:{dtype[p]}") for n, p in pinned)]
+    commands["polygraphy_implicit"] = " ".join([*poly, "-o", q(engine)])
+    return commands

@@ -17,7 +17,10 @@ from pathlib import Path
 
 from precision_lab.report.channels import COLLAPSE_REL_L2, FINE_COSINE, channel_groups, channel_warnings
 from precision_lab.report.plots import (
+    BASELINE_LABELS,
+    pareto_points,
     plot_output_channels,
+    plot_pareto,
     plot_positions,
     plot_sensitivity,
     plot_tradeoff,
@@ -46,14 +49,14 @@ def _num(value: float | None, tolerance: float | None = None) -> str:
     return fmt_value(value, tolerance) if isinstance(value, float) else str(value)
 
 
-def _figure_img(fig, alt: str) -> str:
+def _figure_img(fig, alt: str, attributes: str = "") -> str:
     import matplotlib
 
     buffer = io.BytesIO()
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text: smaller, faster, selectable
         fig.savefig(buffer, format="svg")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="chart" alt="{_e(alt)}" src="data:image/svg+xml;base64,{data}">'
+    return f'<img class="chart"{attributes} alt="{_e(alt)}" src="data:image/svg+xml;base64,{data}">'
 
 
 def _row(cells, header: bool = False) -> str:
@@ -83,8 +86,11 @@ def _summary(result: SweepResult) -> str:
             + (f"; judged on {_e(', '.join(result.output_slices))}" if result.output_slices else ""),
         ),
         ("All INT8", _e(_num(result.baselines.get("all_int8"), metric["tolerance"]))),
+        *([("All FP16", _e(_num(result.baselines["all_fp16"], metric["tolerance"])))] if "all_fp16" in result.baselines else []),
         ("All FP32", _e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))),
-        ("Plan", f"<b>{_e(_num(result.plan.value, metric['tolerance']))}</b> with {len(result.plan.fp32_layers)} FP32 layers"),
+        ("Plan", f"<b>{_e(_num(result.plan.value, metric['tolerance']))}</b> with "
+         + (f"{len(result.plan.plan.fp16_layers)} FP16 and " if "fp16" in result.precision_levels else "")
+         + f"{len(result.plan.fp32_layers)} FP32 layers"),
         ("Evaluations", f"{len(records)} ({evaluated_seconds:.1f} s evaluating)"),
         ("Wall time", f"{result.wall_seconds:.1f} s (last run)"),
     ]
@@ -111,18 +117,26 @@ def _plan_section(result: SweepResult) -> str:
     column = sensitivity_column(result)
     tolerance = float(result.metric["tolerance"])
     searched = float(result.metric.get("search_tolerance", tolerance))
-    rows = [_row(["FP32 layer", "op", "rank", column.replace("_", "-"), "why it is needed"], header=True)]
-    for name in plan.fp32_layers:
-        layer = layers[name]
+    precisions = plan.plan
+    three_level = "fp16" in result.precision_levels
+    costed = result.cost.get("layers", {})
+    raised = [*plan.fp32_layers, *(n for n in precisions if n not in plan.fp32_layers)]  # FP32, then FP16
+    rows = [_row(["layer", "precision", "op", "rank", column.replace("_", "-"), "why it is needed"], header=True)]
+    for name in raised:
+        layer = layers.get(name)  # None: a node that is not an INT8 candidate (an FP32 island)
+        precision = precisions.get(name, "fp32")
+        lower = "FP16" if three_level and precision == "fp32" else "INT8"
         evidence = plan.evidence.get(name, {})
         why = (
-            f"returning it to INT8 gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value'), searched))}</b> "
+            f"returning it to {lower} gives {_e(result.metric['name'])} = <b>{_e(_num(evidence.get('value'), searched))}</b> "
             f"(fails {_e(_num(searched))}); evaluation <code>{_e(str(evidence.get('key', ''))[:12])}</code>"
             if evidence
             else "–"
         )
-        rows.append(_row([f"<code>{_e(name)}</code>", _e(layer.op_type), layer.rank, _e(_num(getattr(layer, column))), why]))
-    table = "<table>" + "".join(rows) + "</table>" if plan.fp32_layers else "<p>No layer needs FP32: all-INT8 passes.</p>"
+        op_type = layer.op_type if layer else costed.get(name, {}).get("op_type", "–")
+        rows.append(_row([f"<code>{_e(name)}</code>", f"<b>{_e(precision.upper())}</b>", _e(op_type),
+                          layer.rank if layer else "–", _e(_num(getattr(layer, column))) if layer else "–", why]))
+    table = "<table id=plan>" + "".join(rows) + "</table>" if raised else "<p>No layer needs FP32: all-INT8 passes.</p>"
     from precision_lab.backends.exports import explicit_commands, onnxruntime_snippet
 
     plan_onnx = str(Path(result.out_dir) / "plan.onnx")
@@ -133,15 +147,26 @@ def _plan_section(result: SweepResult) -> str:
         "polygraphy_compare": "Compare TensorRT with ONNX Runtime",
         "implicit_trtexec": "TensorRT 10 implicit mode: trtexec",
         "implicit_polygraphy": "TensorRT 10 implicit mode: Polygraphy",
+        "trtexec_implicit": "TensorRT 10 implicit precisions (plan_qdq_fp32.onnx): trtexec",
+        "polygraphy_implicit": "TensorRT 10 implicit precisions (plan_qdq_fp32.onnx): Polygraphy",
     }
     commands = [(titles[key], exports[key]) for key in titles if key in exports]
     commands.append(("ONNX Runtime (Python)", onnxruntime_snippet(plan_onnx, one_line=False)))
     build = "".join(f"<h4>{_e(title)}</h4><pre>{_e(command)}</pre>" for title, command in commands)
     return (
-        f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
-        f"run INT8. Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, tolerance))}</b> "
+        (
+            f"<p>Keep <b>{len(plan.fp32_layers)}</b> of {len(result.layer_results)} candidate layers in FP32; the rest "
+            "run INT8." if not three_level else
+            f"<p>Run <b>{len(precisions.fp16_layers)}</b> layer{'s' * (len(precisions.fp16_layers) != 1)} in FP16 and "
+            f"<b>{len(plan.fp32_layers)}</b> node{'s' * (len(plan.fp32_layers) != 1)} in FP32 "
+            f"({result.model.get('candidates', len(result.layer_results))} INT8 candidates); the rest of the candidates "
+            "run INT8 and every other node FP16."
+        )
+        + f" Verified: {_e(result.metric['name'])} = <b>{_e(_num(plan.value, tolerance))}</b> "
         f"({'passes' if plan.passed else 'FAILS'} tolerance {_e(_num(tolerance))}). Each "
-        "FP32 layer is needed: returning any one of them to INT8 was evaluated and fails"
+        + ("FP32 layer is needed: returning any one of them to INT8" if not three_level else
+           "of them is needed: returning any one a level down (FP16 to INT8, FP32 to FP16)")
+        + " was evaluated and fails"
         + (
             f" the stricter search tolerance <b>{_e(_num(searched))}</b>, used because the plan found at "
             f"{_e(_num(tolerance))} did not hold on the verification feeds.</p>"
@@ -149,8 +174,61 @@ def _plan_section(result: SweepResult) -> str:
             else ".</p>"
         )
         + table
-        + f"<h3>How to build it</h3><p>The plan is applied as Q/DQ in <code>{_e(plan_onnx)}</code>.</p>"
+        + (
+            f"<h3>How to build it</h3><p>The plan is applied as Q/DQ in <code>{_e(plan_onnx)}</code>.</p>"
+            if not three_level else
+            f"<h3>How to build it</h3><p><code>{_e(plan_onnx)}</code> is one strongly typed network: an FP16 graph "
+            "with Casts around the FP32 nodes and Q/DQ where layers run INT8; its inputs and outputs keep their types. "
+            "The value above was measured on <code>plan_fp16_emulated.onnx</code> (FP16 storage emulated on FP32 "
+            "kernels: ONNX Runtime's CPU has no FP16 kernels for most ops).</p>"
+        )
         + build
+    )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1e6:.3g} µs" if seconds < 1e-3 else f"{seconds * 1e3:.3g} ms"
+
+
+def _cost_section(result: SweepResult) -> str:
+    """The plan's estimated cost against all-FP16 and all-INT8, the baselines, the latencies the backend
+    measured, and the Pareto chart of every evaluated plan."""
+    cost = result.cost
+    if not cost or "error" in cost:
+        why = cost.get("error") if cost else "this result was saved before costs were estimated"
+        return f"<p>No cost estimate: {_e(why)}.</p>"
+    plan, baselines, seconds = cost["plan"], cost["baselines"], cost["seconds"]
+    frame = result.evaluations
+    evaluated = dict(zip(frame.get("key", []), frame.get("value", [])))
+    values = {"plan": result.plan.value, **result.baselines}
+    keys = cost.get("roles", {})
+    rows = [_row(["plan", "estimated time relative to all FP16", "estimate (lower bound)", _e(result.metric["name"])],
+                 header=True)]
+    for role, label in (("plan", "the plan"), *BASELINE_LABELS.items()):
+        relative = plan["relative_to_all_fp16"] if role == "plan" else baselines[role]
+        value = values.get(role, evaluated.get(keys.get(role)))
+        shown = "not evaluated" if value is None else _num(float(value), float(result.metric["tolerance"]))
+        rows.append(_row([_e(label), f"{relative:#.3g}×", _e(_duration(seconds[role])), _e(shown)]))
+    share = plan["seconds_by_precision"]
+    total = sum(share.values()) or 1.0
+    split = ", ".join(f"{p.upper()} {100 * t / total:.0f} %" for p, t in sorted(share.items()))
+    measured = cost.get("measured", {})
+    measured_text = ""
+    if measured:
+        ratios = "; ".join(f"{measured[f'relative_to_{r}']:#.3g}× {BASELINE_LABELS[r]}" for r in ("all_fp16", "all_int8")
+                           if f"relative_to_{r}" in measured)
+        measured_text = (f"<p><b>Measured</b> by the {_e(result.backend)} backend (median latency of one inference): "
+                         f"the plan {measured['plan_ms']:.4g} ms" + (f" ({_e(ratios)})" if ratios else "") + ".</p>")
+    points = len(pareto_points(result))
+    return (
+        f"<p>Estimated on <b>{_e(cost['gpu'])}</b>: the plan costs <b>{plan['relative_to_all_fp16']:#.3g}×</b> all FP16 "
+        f"and <b>{plan['relative_to_all_int8']:#.3g}×</b> all INT8. Nodes that the plan neither runs INT8 nor names run "
+        f"{_e(cost['default'].upper())}; FP32 is true FP32 (as the exports build it, without TF32). Of the plan's "
+        f"estimated time: {_e(split)}. The estimate is a {_e(cost['note'])}.</p>"
+        + measured_text
+        + "<table id=cost>" + "".join(rows) + "</table>"
+        + _figure_img(plot_pareto(result), f"metric against estimated cost for {points} evaluated plans",
+                      f' id="pareto" data-points="{points}"')
     )
 
 
@@ -321,6 +399,32 @@ def _verification_card(result: SweepResult) -> str:
     )
 
 
+def _cost_card(result: SweepResult) -> str:
+    cost = result.cost
+    if not cost or "error" in cost:
+        return ""
+    return (
+        f'<div class="card"><div class="label">estimated cost</div><div class="big">'
+        f'{cost["plan"]["relative_to_all_fp16"]:#.3g}×</div><div class="label">all FP16 on {_e(cost["gpu"])}; '
+        f'{cost["plan"]["relative_to_all_int8"]:#.3g}× all INT8</div></div>'
+    )
+
+
+def _plan_card(result: SweepResult) -> str:
+    """The headline's plan size: FP32 layers of the candidates, or for three levels the FP16 and FP32 counts."""
+    plan = result.plan
+    if "fp16" not in result.precision_levels:
+        return (
+            f'<div class="card"><div class="label">keep in FP32</div><div class="big">{len(plan.fp32_layers)} '
+            f'<span class=muted>/ {len(result.layer_results)}</span></div><div class="label">layers</div></div>'
+        )
+    fp16 = len(plan.plan.fp16_layers)
+    return (
+        f'<div class="card"><div class="label">FP16 / FP32</div><div class="big">{fp16} / {len(plan.fp32_layers)}</div>'
+        f'<div class="label">of {result.model.get("candidates", "?")} INT8 candidates; other nodes FP16</div></div>'
+    )
+
+
 def render_report(result: SweepResult) -> str:
     """The HTML text of the report of ``result`` (from saved results only)."""
     from precision_lab import __version__
@@ -330,15 +434,18 @@ def render_report(result: SweepResult) -> str:
     int8_class = "ok" if result.status == "all-int8-passes" else "bad"
     headline = (
         '<div class="headline">'
-        f'<div class="card"><div class="label">keep in FP32</div><div class="big">{len(plan.fp32_layers)} '
-        f'<span class=muted>/ {len(result.layer_results)}</span></div><div class="label">layers</div></div>'
-        f'<div class="card"><div class="label">plan {_e(metric["name"])}</div><div class="big {passed_class}">'
+        + _plan_card(result)
+        + f'<div class="card"><div class="label">plan {_e(metric["name"])}</div><div class="big {passed_class}">'
         f'{_e(_num(plan.value, metric["tolerance"]))}</div><div class="label">tolerance {_e(_num(float(metric["tolerance"])))}</div></div>'
         + _verification_card(result)
         + f'<div class="card"><div class="label">all INT8</div><div class="big {int8_class}">{_e(_num(result.baselines.get("all_int8"), metric["tolerance"]))}</div>'
-        f'<div class="label">all FP32 {_e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))}</div></div>'
+        + '<div class="label">'
+        + ("all FP16 " + _e(_num(result.baselines["all_fp16"], metric["tolerance"])) + " · " if "all_fp16" in result.baselines else "")
+        + f'all FP32 {_e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))}</div></div>'
         f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.evaluation_records) + len(result.verification_records)}</div>'
-        f'<div class="label">backend {_e(result.backend)}</div></div></div>'
+        f'<div class="label">backend {_e(result.backend)}</div></div>'
+        + _cost_card(result)
+        + "</div>"
     )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (
@@ -356,6 +463,7 @@ def render_report(result: SweepResult) -> str:
         + "<section><h2>Trade-off: error vs FP32 layers</h2>"
         + _figure_img(plot_tradeoff(result), "metric against number of FP32 layers")
         + "</section>"
+        + "<section><h2>Cost: accuracy against estimated time</h2>" + _cost_section(result) + "</section>"
         + "<section><h2>Per-output metrics</h2>" + _output_metrics(result) + "</section>"
         + "<section><h2>Per-channel breakdown</h2>" + _channel_section(result) + "</section>"
         + "<section><h2>All layers</h2>" + _layer_table(result) + "</section>"

@@ -18,12 +18,28 @@ __all__ = [
     "plot_tradeoff",
     "plot_output_channels",
     "plot_positions",
+    "plot_pareto",
+    "pareto_front",
+    "pareto_points",
     "sensitivity_column",
     "error_side",
 ]
 
 _FP32 = "#d62728"
 _INT8 = "#1f77b4"
+_FP16 = "#ff7f0e"
+_COLORS = {"fp32": _FP32, "fp16": _FP16, "int8": _INT8}
+
+
+def _colors(layers) -> list[str]:
+    """Bar colors by the plan's precision (FP32 red, FP16 orange, INT8 blue)."""
+    precisions = layers["precision"] if "precision" in layers else ["fp32" if f else "int8" for f in layers["fp32"]]
+    return [_FP32 if fp32 else _COLORS.get(p, _INT8) for fp32, p in zip(layers["fp32"], precisions)]
+
+
+def _legend(layers) -> str:
+    kinds = set(layers["precision"]) if "precision" in layers else set()
+    return "red = kept FP32" + (", orange = FP16" if "fp16" in kinds else "")
 _PASS = "#2ca02c"
 
 
@@ -76,7 +92,7 @@ def _with_plan_layers(layers, top: int):
 
 def _floored(values: list[float], log: bool) -> tuple[list[float], float | None]:
     """Non-finite values as 0; on a log axis, values <= 0 drawn at a floor (returned) so they stay visible."""
-    shown = [v if math.isfinite(v) else 0.0 for v in values]
+    shown = [v if math.isfinite(v) else 0.0 for v in values]  # NaN: not measured, drawn hollow by the caller
     if not log:
         return shown, None
     positive = [v for v in shown if v > 0]
@@ -103,9 +119,15 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     fig = Figure(figsize=(8, max(2.5, 0.32 * len(layers) + 1.2)), layout="constrained")
     ax = fig.add_subplot()
     positions = np.arange(len(layers))[::-1]
-    colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
-    ax.barh(positions, shown, color=colors)
-    ax.set_yticks(positions, [f"{name} ({op})" for name, op in zip(layers["name"], layers["op_type"])], fontsize=8)
+    colors = _colors(layers)
+    measured = [v == v for v in raw]  # a plan node that is not an INT8 candidate has no sensitivity: hollow bar
+    ax.barh(positions, shown, color=[c if m else "none" for c, m in zip(colors, measured)], edgecolor=colors,
+            hatch=[None if m else "//" for m in measured])
+    ax.set_yticks(
+        positions,
+        [f"{name} ({op})" + ("" if m else ", not measured") for name, op, m in zip(layers["name"], layers["op_type"], measured)],
+        fontsize=8,
+    )
     if log:
         ax.set_xscale("log")
     if column == "isolate" and tolerance is not None and (tolerance > 0 or not log):
@@ -117,16 +139,31 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
         "signal": "rel-l2 this layer adds in the all-INT8 model (one-pass signal)",
     }
     xlabel = labels[column] + (" (longer = worse)" if quantity != metric["name"] and column != "signal" else "")
-    ax.set_xlabel(xlabel + (f"; 0 drawn at {floor:.1g}" if floor is not None else ""))
+    ax.set_xlabel(xlabel + (f"; 0 and not measured drawn at {floor:.1g}" if floor is not None else ""))
     shown_top = min(top, len(result.layer_results))
     extra = len(layers) - shown_top
     ax.set_title(
         f"Layer sensitivity (top {shown_top} of {len(result.layer_results)}"
         + (f", and {extra} FP32 layer{'s' if extra > 1 else ''} ranked below" if extra > 0 else "")
-        + "; red = kept FP32)",
+        + f"; {_legend(layers)})",
         fontsize=10,
     )
     return fig
+
+
+def _metric_axis(frame, metric: dict):
+    """The ``value`` column of ``frame`` as drawn, the axis label, and the floor zeros are drawn at (``None``:
+    a linear axis). A log axis when the values span two decades or more; zeros (e.g. all FP32) cannot sit on a
+    log axis, so they are drawn on a floor and the label says so."""
+    values = frame["value"].astype(float)
+    ylabel = metric["name"]
+    if not _use_log(list(values) + [metric["tolerance"]], metric["direction"] == "lower"):
+        return values, ylabel, None
+    positive = values[values > 0]
+    floor = float(positive.min()) / 3 if len(positive) else 1e-6
+    if (values <= 0).any():
+        ylabel += f" (0 drawn at {floor:.1g})"
+    return values.clip(lower=floor), ylabel, floor
 
 
 @_plain_text
@@ -138,15 +175,8 @@ def plot_tradeoff(result: SweepResult) -> Figure:
     metric = result.metric
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
-    values = frame["value"].astype(float)
-    log = _use_log(list(values) + [metric["tolerance"]], metric["direction"] == "lower")
-    ylabel = metric["name"]
-    if log:  # zeros (e.g. all FP32) cannot sit on a log axis: draw them on a floor and say so
-        positive = values[values > 0]
-        floor = float(positive.min()) / 3 if len(positive) else 1e-6
-        if (values <= 0).any():
-            ylabel += f" (0 drawn at {floor:.1g})"
-        values = values.clip(lower=floor)
+    values, ylabel, floor = _metric_axis(frame, metric)
+    log = floor is not None
     passed = frame["passed"].astype(bool)
     ax.scatter(frame["num_fp32"][~passed], values[~passed], color=_FP32, label="fails", zorder=3)
     ax.scatter(frame["num_fp32"][passed], values[passed], color=_PASS, label="passes", zorder=3)
@@ -214,12 +244,92 @@ def plot_positions(result: SweepResult) -> Figure:
     shown, floor = _floored(values, log)
     fig = Figure(figsize=(8, 2.8), layout="constrained")
     ax = fig.add_subplot()
-    colors = [_FP32 if fp32 else _INT8 for fp32 in layers["fp32"]]
+    colors = _colors(layers)
     ax.scatter(layers["index"], shown, c=colors, s=18)
     ax.vlines(layers["index"], floor or 0, shown, colors=colors, linewidth=0.6)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("position in the graph (node index, topological order)")
     ax.set_ylabel(f"{quantity} ({column.replace('_', '-')})" + (f"; 0 at {floor:.1g}" if floor is not None else ""))
-    ax.set_title("Where the sensitive layers sit (red = kept FP32)", fontsize=10)
+    ax.set_title(f"Where the sensitive layers sit ({_legend(layers)})", fontsize=10)
     return fig
+
+
+def pareto_front(costs: list[float], values: list[float], *, higher_is_better: bool) -> list[int]:
+    """Indices of the plans no other plan beats on both cost and value (cheaper or as cheap, and better or as
+    good, one of them strictly), cheapest first."""
+    sign = -1.0 if higher_is_better else 1.0  # sort so that the best value of a cost comes first
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], sign * values[i]))
+    front, best = [], math.inf
+    for i in order:
+        if sign * values[i] < best:
+            front.append(i)
+            best = sign * values[i]
+    return front
+
+
+def pareto_points(result: SweepResult):
+    """The rows of ``result.evaluations`` the Pareto chart draws: those with a value and an estimated cost."""
+    frame = result.evaluations
+    if "estimated_cost" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["value"].notna() & frame["estimated_cost"].notna()]
+
+
+#: what the Pareto chart names each baseline
+BASELINE_LABELS = {"all_int8": "all INT8", "all_fp16": "all FP16", "all_fp32": "all FP32"}
+
+
+@_plain_text
+def plot_pareto(result: SweepResult, *, ax=None) -> Figure:
+    """Metric value against estimated cost relative to all-FP16 (the roofline of ``result.cost``) for every
+    evaluated plan: passing plans green, failing red, the Pareto front (no plan is both cheaper and better) as a
+    line, the baselines named, the chosen plan as a star and the tolerance dashed. Drawn on ``ax`` (default: a
+    new Figure); returns the Figure, like the other plots. The point collections carry SVG ids
+    ``pareto-pass`` / ``pareto-fail``."""
+    if ax is None:
+        ax = Figure(figsize=(8, 4.2), layout="constrained").add_subplot()
+    cost, metric = result.cost, result.metric
+    if not cost or "error" in cost:
+        why = cost.get("error", "this result was saved before costs were estimated") if cost else (
+            "this result was saved before costs were estimated")
+        ax.text(0.5, 0.5, f"no cost estimate: {why}", ha="center", va="center", wrap=True, transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax.figure
+    frame = pareto_points(result)
+    x = frame["estimated_cost"].astype(float)
+    tolerance = float(metric["tolerance"])
+    values, ylabel, floor = _metric_axis(frame, metric)
+    log = floor is not None
+    passed = frame["passed"].astype(bool)
+    fails = ax.scatter(x[~passed], values[~passed], color=_FP32, s=22, alpha=0.8, label="fails", zorder=3)
+    passes = ax.scatter(x[passed], values[passed], color=_PASS, s=22, alpha=0.8, label="passes", zorder=3)
+    fails.set_gid("pareto-fail")
+    passes.set_gid("pareto-pass")
+    higher = metric["direction"] == "higher"
+    front = pareto_front(list(x), list(values), higher_is_better=higher)
+    if front:
+        line, = ax.plot(x.iloc[front], values.iloc[front], drawstyle="steps-post", color="0.35", linewidth=1,
+                        label="Pareto front", zorder=2)
+        line.set_gid("pareto-front")
+    rows = {key: i for i, key in enumerate(frame["key"])}
+    for role, key in cost.get("roles", {}).items():
+        if key in rows:
+            i = rows[key]
+            ax.annotate(BASELINE_LABELS.get(role, role), (x.iloc[i], values.iloc[i]), xytext=(6, 6),
+                        textcoords="offset points", fontsize=8)
+    ax.axvline(1.0, color="0.6", linestyle=":", linewidth=1, label="all FP16 (the reference, 1)")
+    plan = result.plan
+    if plan.key in rows and math.isfinite(plan.value):
+        i = rows[plan.key]
+        star = ax.scatter([x.iloc[i]], [values.iloc[i]], marker="*", s=260, color="gold", edgecolor="k", zorder=4,
+                          label=f"plan: {cost['plan']['relative_to_all_fp16']:#.3g}× all-FP16")
+        star.set_gid("pareto-plan")
+    ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label=f"tolerance {tolerance:g}")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(f"estimated time relative to all-FP16 on {cost['gpu']} (roofline; FP32 = {cost['fp32_mode']})")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"Accuracy against cost ({len(frame)} evaluated plans)", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax.figure

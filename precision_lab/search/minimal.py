@@ -31,7 +31,9 @@ class MinimalPlan:
     ``status`` is ``"found"``, ``"all-int8-passes"`` (nothing needs raising) or ``"unattainable"`` (even
     everything raised fails). ``pinned`` are the layers raised to the level's precision, ``outcome`` the
     plan's; ``evidence`` maps each pinned layer to the failing outcome of the plan without it. ``ranking`` and
-    ``scores`` (kind -> layer -> value) are what the strategy measured to order the layers.
+    ``scores`` (kind -> layer -> value) are what the strategy measured to order the layers. Three-level searches
+    (:mod:`precision_lab.search.levels`) also give the all-FP16 baseline ``all_fp16`` and ``fp32_first``: whether
+    all-FP16 failed, so that the FP32 set repairing it was found first.
     """
 
     status: str
@@ -42,6 +44,8 @@ class MinimalPlan:
     evidence: dict[str, Outcome] = field(default_factory=dict)
     ranking: tuple[str, ...] = ()
     scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    all_fp16: Outcome | None = None
+    fp32_first: bool = False
 
     @property
     def plan(self) -> PrecisionPlan:

@@ -33,8 +33,10 @@ __all__ = ["SEARCHES", "SearchContext", "adaptive_search", "fast_search", "full_
 @dataclass(frozen=True)
 class SearchContext:
     """What a strategy may use: the candidate layers in graph order, the metric's direction, the sensitivity
-    mode (``full``), the one-pass signals (``fast``; computed only when called), and the level and start plan
-    (default INT8 -> FP32 from all-INT8)."""
+    mode (``full``), the one-pass signals (``fast``; computed only when called), the level and start plan
+    (default INT8 -> FP32 from all-INT8), and ``tie_order``: the order that breaks ties between layers of equal
+    sensitivity (default graph order; the sweep passes the layers by estimated cost of raising them, cheapest
+    first, so that of two equivalent layers the cheaper is kept)."""
 
     names: Sequence[str]
     higher_is_better: bool = False
@@ -42,6 +44,17 @@ class SearchContext:
     signals: Callable[[], Mapping[str, float]] | None = None
     level: Level = BINARY
     start: PrecisionPlan = field(default_factory=PrecisionPlan)
+    tie_order: Sequence[str] | None = None
+
+    def ordered(self) -> list[str]:
+        """``names`` in tie-break order (``tie_order``, then any name it lacks in graph order)."""
+        names = list(self.names)
+        if not self.tie_order:
+            return names
+        wanted = set(names)
+        first = [n for n in self.tie_order if n in wanted]
+        seen = set(first)
+        return first + [n for n in names if n not in seen]
 
 
 def full_search(context: SearchContext) -> Strategy[MinimalPlan]:
@@ -55,7 +68,7 @@ def full_search(context: SearchContext) -> Strategy[MinimalPlan]:
     scores: dict[str, dict[str, float]] = {}
     for (kind, layer, _), outcome in zip(plans, outcomes):
         scores.setdefault(kind, {})[layer] = outcome.value
-    ranking = rank_layers(names, scores=scores, higher_is_better=context.higher_is_better)
+    ranking = rank_layers(context.ordered(), scores=scores, higher_is_better=context.higher_is_better)
     found = yield from minimal_plan_search(ranking, level=level, start=start, baselines=baselines)
     return replace(found, scores=scores)
 
@@ -80,17 +93,18 @@ def adaptive_search(context: SearchContext) -> Strategy[MinimalPlan]:
         return verdict
     signal, order = _signal_order(context, "adaptive")
     found = yield from adaptive_plan_search(
-        order, level=level, start=start, baselines=baselines, names=names, higher_is_better=context.higher_is_better
+        order, level=level, start=start, baselines=baselines, names=context.ordered(),
+        higher_is_better=context.higher_is_better,
     )
     return replace(found, scores={"signal": signal, **found.scores})
 
 
 def _signal_order(context: SearchContext, search: str) -> tuple[dict[str, float], list[str]]:
-    """The one-pass signals and the layers by signal, largest first (ties in graph order)."""
+    """The one-pass signals and the layers by signal, largest first (ties in ``context.ordered()`` order)."""
     if context.signals is None:
         raise ValueError(f"the {search} search needs one-pass signals")
     signal = dict(context.signals())
-    position = {name: i for i, name in enumerate(context.names)}
+    position = {name: i for i, name in enumerate(context.ordered())}
     return signal, sorted(context.names, key=lambda n: (-signal[n], position[n]))
 
 

@@ -119,7 +119,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--search",
         default="full",
         help="full (default): sensitivity of every layer, then the plan; fast: one-pass signals order the "
-        "layers and bisection rounds find the plan (far fewer evaluations, no full sensitivity table)",
+        "layers and bisection rounds find the plan (far fewer evaluations, no full sensitivity table); adaptive: "
+        "signals, one bisection and group pruning, the full mode's order when the signal's proves wrong; bisect, "
+        "bisect-reverse: Polygraphy debug precision's prefix/suffix bisection (for comparison; not 1-minimal)",
     )
     from precision_lab.backends import BACKENDS, add_backend_arguments
 

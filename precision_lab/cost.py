@@ -361,6 +361,7 @@ class PlanCoster:
         self.gpu, self.default, self.fp32_mode = gpu, default, fp32_mode
         self.nodes = tuple(self.proto.graph.node)
         self.names = frozenset(node.name for node in self.nodes)
+        self._index = {node.name: i for i, node in enumerate(self.nodes)}
         self.candidates = frozenset(c if isinstance(c, str) else c.name for c in candidates)
         self._check_names(self.candidates)
         self.shapes = float_shapes(self.proto)
@@ -385,7 +386,7 @@ class PlanCoster:
 
     def raise_cost(self, name: str, raised: str, base: str) -> float:
         """Seconds node ``name`` adds when it runs at ``raised`` instead of ``base`` precision."""
-        index = next(i for i, node in enumerate(self.nodes) if node.name == name)
+        index = self._index[name]
         return self._layer(index, raised).seconds - self._layer(index, base).seconds
 
     def cost(self, plan: PrecisionPlan) -> PlanCost:

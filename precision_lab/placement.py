@@ -25,6 +25,7 @@ from precision_lab.calibration import Ranges
 from precision_lab.errors import InputError
 from precision_lab.model import Candidate, PreparedModel
 from precision_lab.op_rules import DEFAULT_RULE, OP_RULES, OpRule, rules_for
+from precision_lab.precisions import PrecisionPlan
 
 __all__ = [
     "Precision",
@@ -170,7 +171,7 @@ def place_in_graph(
     order = {c.name: c.index for c in candidates}
     precisions = layer_precisions(plan, order, other_nodes)
     int8 = {name for name, precision in precisions.items() if precision == "int8"}
-    pinned_others = set(plan if not isinstance(plan, Mapping) else [n for n, p in plan.items() if p != "int8"]) - set(order)
+    pinned_others = PrecisionPlan.of(plan).high_precision - set(order)
     nodes = {node.name: node for node in graph.nodes}
     graph_outputs = {id(t) for t in graph.outputs}
 

@@ -22,7 +22,7 @@ The rules, for every recipe:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,7 @@ import onnx
 from precision_lab.calibration import Ranges
 from precision_lab.model import Candidate, PreparedModel
 from precision_lab.op_rules import EXTENDED_OPS, RECIPES, WEIGHTED_OPS, resolve_op_types, rules_for
+from precision_lab.precisions import PrecisionPlan
 from precision_lab.placement import Placement, PlanLike, WeightDq, place_in_graph, tensors_to_calibrate
 
 __all__ = [
@@ -221,7 +222,7 @@ class QdqBuilder:
             return model
         from precision_lab.fp16 import emulate_fp16
 
-        return emulate_fp16(model, _fp32_names(plan), self._floats)
+        return emulate_fp16(model, PrecisionPlan.of(plan).fp32_layers, self._floats)
 
     def build_deployable(self, plan: PlanLike) -> onnx.ModelProto:
         """``plan.onnx``: :meth:`build_qdq` for two-level plans; for three-level plans the strongly typed FP16
@@ -231,13 +232,7 @@ class QdqBuilder:
             return model
         from precision_lab.fp16 import fp16_plan_model
 
-        return fp16_plan_model(model, _fp32_names(plan))
-
-
-def _fp32_names(plan: PlanLike) -> set[str]:
-    if isinstance(plan, Mapping):
-        return {layer for layer, precision in plan.items() if precision == "fp32"}
-    return set(plan)
+        return fp16_plan_model(model, PrecisionPlan.of(plan).fp32_layers)
 
 
 def count_qdq(model: onnx.ModelProto) -> dict[str, int]:

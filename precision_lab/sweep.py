@@ -9,10 +9,11 @@ Every evaluation goes through the journal, so an interrupted sweep resumes witho
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from precision_lab.assemble import SearchRun, assemble_result
@@ -29,7 +30,7 @@ from precision_lab.outputs import write_outputs
 from precision_lab.precisions import PrecisionPlan
 from precision_lab.qdq import resolve_op_types
 from precision_lab.results import SweepResult
-from precision_lab.search import SEARCHES, MinimalPlan, SearchContext
+from precision_lab.search import SEARCHES, MinimalPlan, SearchContext, Strategy
 from precision_lab.session import Session, open_session
 from precision_lab.settings import (
     DEFAULT_CRITERION,
@@ -197,7 +198,7 @@ def _raise_costs(session: Session, options: SweepOptions) -> dict[str, list[str]
         if three:
             orders["fp32"] = _by_cost(session.builder.fp32_candidates, lambda n: coster.raise_cost(n, "fp32", "fp16"))
         return orders
-    except (ValueError, ArithmeticError, LookupError, TypeError, StopIteration):
+    except (ValueError, ArithmeticError, LookupError, TypeError):
         return {}
 
 
@@ -206,30 +207,38 @@ def _by_cost(names, cost) -> list[str]:
     return sorted(names, key=lambda n: (cost(n), position[n]))
 
 
-def _search(session: Session, options: SweepOptions) -> MinimalPlan:
-    """One run of the chosen strategy at the evaluator's current tolerance; unattainable tolerances raise."""
+def _strategy_maker(session: Session, options: SweepOptions) -> Callable[[], Strategy[MinimalPlan]]:
+    """A maker of fresh runs of the chosen strategy. What does not depend on the tolerance is computed once for
+    every verification round: the cost tie-break orders, the one-pass signals (when first asked for) and, with
+    three levels, each node's closeness to the FP16 range."""
     from precision_lab.signals import layer_signals
 
-    evaluator = session.evaluator
     costs = _raise_costs(session, options)
     context = SearchContext(
         tie_order=costs.get("int8"),
         names=session.names,
-        higher_is_better=evaluator.metric.higher_is_better,
+        higher_is_better=session.evaluator.metric.higher_is_better,
         sensitivity=options.sensitivity,
-        signals=lambda: layer_signals(
-            session.prepared, session.builder, session.candidates, session.dataset.eval, slices=session.slices
+        signals=functools.cache(
+            lambda: layer_signals(
+                session.prepared, session.builder, session.candidates, session.dataset.eval, slices=session.slices
+            )
         ),
     )
-    if session.three_level:
-        from precision_lab.search.levels import three_level_search
+    if not session.three_level:
+        return lambda: SEARCHES[options.search](context)
+    from precision_lab.search.levels import three_level_search
 
-        strategy = three_level_search(
-            context, SEARCHES[options.search], session.builder.fp32_candidates, session.fp16_closeness(),
-            costs.get("fp32"),
-        )
-    else:
-        strategy = SEARCHES[options.search](context)
+    closeness = session.fp16_closeness()
+    return lambda: three_level_search(
+        context, SEARCHES[options.search], session.builder.fp32_candidates, closeness, costs.get("fp32")
+    )
+
+
+def _search(session: Session, make_strategy: Callable[[], Strategy[MinimalPlan]]) -> MinimalPlan:
+    """One run of the chosen strategy at the evaluator's current tolerance; unattainable tolerances raise."""
+    evaluator = session.evaluator
+    strategy = make_strategy()
     found = evaluator.drive(strategy)
     if found.status == "unattainable":
         metric = evaluator.metric
@@ -252,9 +261,10 @@ def _search_until_verified(session: Session, options: SweepOptions, setting: Met
     search_tolerance = tolerance
     rounds: list[VerificationRound] = []
     verify_outcomes, verify_tolerance = None, None
+    make_strategy = _strategy_maker(session, options)
     while True:
         evaluator.tolerance = search_tolerance
-        found = _search(session, options)
+        found = _search(session, make_strategy)
         if verifier is None:
             break
         verify_outcomes = tuple(verifier.evaluate([found.plan, PrecisionPlan(), everything], "verification"))

@@ -14,7 +14,8 @@ What it does (benchmarks/PEERS.md explains the choices):
   feeds; NNCF's validation dataset = all the other search feeds (precision-lab's evaluation + verification
   feeds: NNCF has no separate verification step). ``--heldout`` is never shown to NNCF.
 * **Metric.** rel-l2 against the FP32 model in ONNX Runtime (graph optimizations off), over the whole
-  validation set, worst output (or worst ``--output-slice``) -- precision-lab's ``aggregate`` rel-l2. NNCF
+  validation set, worst judged part (outputs, ``--output-slice`` parts, ``--judge-output``, by precision-lab's
+  rule) -- precision-lab's rel-l2 with ``--criterion aggregate``. NNCF
   wants higher-is-better, so the validation function returns ``1 - rel-l2`` (and ``1 - rel-l2`` of each item);
   NNCF's FP32 value is then exactly 1, so ``max_drop = tolerance`` with ``drop_type = ABSOLUTE`` means
   ``rel-l2 <= tolerance``.
@@ -137,17 +138,25 @@ def run(sess: ort.InferenceSession, feed: dict) -> dict[str, np.ndarray]:
 
 
 class RelL2:
-    def __init__(self, slices: list[tuple[str, int, int, int]]):
+    """precision-lab's judged parts: an output with ``--output-slice`` parts is judged by those parts, any other
+    output whole; with ``--judge-output``, only those outputs and the sliced ones (``settings.judged_outputs``)."""
+
+    def __init__(self, slices: list[tuple[str, int, int, int]], judged: list[str] | None = None):
         self.slices = slices
+        self.judged = set(judged) | {s[0] for s in slices} if judged else None
 
     def parts(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self.slices:
-            return {name: np.asarray(a, dtype=np.float64).ravel() for name, a in outputs.items()}
         parts = {}
-        for name, axis, start, stop in self.slices:
-            index = [slice(None)] * outputs[name].ndim
-            index[axis] = slice(start, stop)
-            parts[f"{name}[{axis}:{start}:{stop}]"] = np.asarray(outputs[name][tuple(index)], np.float64).ravel()
+        for name, array in outputs.items():
+            if self.judged is not None and name not in self.judged:
+                continue
+            own = [s for s in self.slices if s[0] == name]
+            if not own:
+                parts[name] = np.asarray(array, dtype=np.float64).ravel()
+            for _, axis, start, stop in own:
+                index = [slice(None)] * array.ndim
+                index[axis] = slice(start, stop)
+                parts[f"{name}[{axis}:{start}:{stop}]"] = np.asarray(array[tuple(index)], np.float64).ravel()
         return parts
 
     def stats(self, outputs: dict, reference: dict) -> dict[str, tuple[float, float]]:
@@ -234,7 +243,7 @@ def recheck(out: Path, args) -> int:
     fp32 = onnx.load(str(out / "fp32_prepared.onnx"))
     initial = onnx.load(str(out / "initial_int8.onnx"))
     slices = [parse_slice(s) for s in args.output_slice]
-    metric = RelL2(slices)
+    metric = RelL2(slices, args.judge_output)
     feeds, _ = load_folder(args.search_data)
     _, val_idx, _ = split(len(feeds), (args.calib_samples, args.eval_samples, args.verify_samples), args.seed)
     validation = [feeds[i] for i in val_idx]
@@ -297,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x..")
     p.add_argument("--output-slice", action="append", default=[], metavar="OUT:AXIS:START:STOP",
-                   help="judge only these slices (as precision-lab's --output-slice)")
+                   help="judge this output by these slices (as precision-lab's --output-slice)")
+    p.add_argument("--judge-output", action="append", default=[], metavar="NAME",
+                   help="judge only this output (and the sliced ones), as precision-lab's --judge-output")
     p.add_argument("--calib-samples", type=int, default=DEFAULT_SPLIT[0])
     p.add_argument("--eval-samples", type=int, default=DEFAULT_SPLIT[1])
     p.add_argument("--verify-samples", type=int, default=DEFAULT_SPLIT[2])
@@ -329,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     shapes = dict(parse_shape(s) for s in args.input_shape)
     slices = [parse_slice(s) for s in args.output_slice]
-    metric = RelL2(slices)
+    metric = RelL2(slices, args.judge_output)
     t_start = time.perf_counter()
 
     # ---- model and data (what precision-lab does before its sweep)
@@ -497,13 +508,14 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {"nncf": nncf.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
                      "numpy": np.__version__, "python": sys.version.split()[0]},
         "model": str(args.model),
-        "settings": {"metric": f"rel-l2 (worst {'slice' if slices else 'output'}, aggregate over items); "
+        "settings": {"metric": "rel-l2 (worst judged part, aggregate over items); "
                                "validation_fn returns 1 - rel-l2", "max_drop": args.tolerance,
                      "drop_type": "ABSOLUTE", "preset": "NNCF default (performance: symmetric)",
                      "target_device": "ANY", "fast_bias_correction": True, "subset_size": args.subset_size,
                      "ranking_subset_size": args.ranking_subset_size or "NNCF default (= subset_size)",
                      "tune_hyperparams": args.tune_hyperparams, "input_shapes": shapes,
-                     "output_slices": args.output_slice, "renamed_unnamed_nodes": renamed},
+                     "output_slices": args.output_slice, "judged_outputs": args.judge_output,
+                     "renamed_unnamed_nodes": renamed},
         "data": {"search_feeds": len(feeds), "split_calib_eval_verify": list(counts),
                  "calibration": len(calib), "validation": len(validation), "heldout": len(heldout)},
         "evaluations": len(counted),

@@ -202,11 +202,70 @@ def _fix_input_shapes(model, shapes: dict | None):
     return model
 
 
+def preprocess_for_ort(model, fixed_path: Path, pre_path: Path, skip_optimization: bool) -> None:
+    """Save ``model`` (an ``onnx.ModelProto``, input shapes already fixed) to ``fixed_path`` and pre-process it
+    the way the ONNX Runtime docs tell users to, into ``pre_path``. sympy (symbolic shape inference) is not
+    installed here; shapes are static after fixing the input, so ONNX shape inference is enough."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx.save(model, str(fixed_path))
+    quant_pre_process(str(fixed_path), str(pre_path), skip_symbolic_shape=True, skip_optimization=skip_optimization)
+
+
+def exclude_name_map(fixed_path: Path, pre_path: Path, layers) -> tuple[dict[str, str], list[str]]:
+    """precision-lab's layer names -> node names of the pre-processed model, and the layers not found. ORT's
+    optimizer renames fused nodes (MatMul + Add -> Gemm, ...); a user's exclude list then silently misses them.
+    The benchmark maps them back through the weight tensor they read, so both approaches pin the same layers."""
+    import onnx
+
+    pre = onnx.load(str(pre_path), load_external_data=False)
+    names = {n.name for n in pre.graph.node}
+    by_input: dict[str, str] = {}
+    for n in pre.graph.node:
+        for i in n.input[1:2]:
+            by_input.setdefault(i, n.name)
+    first = {n.name: (list(n.input[1:2]) or [""])[0] for n in onnx.load(str(fixed_path)).graph.node}
+    mapping, missing = {}, []
+    for layer in sorted(set(layers)):
+        if layer in names:
+            mapping[layer] = layer
+        elif first.get(layer) in by_input:
+            mapping[layer] = by_input[first[layer]]
+        else:
+            missing.append(layer)
+    return mapping, missing
+
+
+def quantize_excluding(pre_path: Path, out_path: Path, calib: list[dict], op_types: list[str], exclude: list[str],
+                       *, quantize_outputs: bool = True) -> None:
+    """What users script: ``quantize_static`` (QDQ, per-channel, symmetric int8, ``op_types``; it recalibrates on
+    ``calib`` every time) with ``nodes_to_exclude=exclude``. ``quantize_outputs=False`` adds
+    ``OpTypesToExcludeOutputQuantization=op_types``: ONNX Runtime then leaves these ops' outputs unquantized, so an
+    excluded node's input is not quantized by its producer (precision-lab's plan semantics)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, feeds):
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if not quantize_outputs:
+        extra["OpTypesToExcludeOutputQuantization"] = list(op_types)
+    quantize_static(
+        str(pre_path), str(out_path), Reader(calib),
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        op_types_to_quantize=op_types, nodes_to_exclude=exclude, extra_options=extra,
+    )
+
+
 def worker_handrolled(spec: dict, journal: list[list[str]], work: Path, budget: float, sample: int) -> dict:
     import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from precision_lab.data import make_dataset  # only to get exactly the sweep's calibration / eval feeds
     from precision_lab.model import input_specs
@@ -227,11 +286,8 @@ def worker_handrolled(spec: dict, journal: list[list[str]], work: Path, budget: 
 
     def preprocess(skip_optimization: bool) -> float:
         t0 = time.perf_counter()
-        onnx.save(_fix_input_shapes(onnx.load(spec["model"]), spec["input_shapes"]), str(fixed_path))
-        # sympy (symbolic shape inference) is not installed here; shapes are static after fixing the input, so
-        # ONNX shape inference is enough
-        quant_pre_process(str(fixed_path), str(pre_path), skip_symbolic_shape=True,
-                          skip_optimization=skip_optimization)
+        model = _fix_input_shapes(onnx.load(spec["model"]), spec["input_shapes"])
+        preprocess_for_ort(model, fixed_path, pre_path, skip_optimization)
         return time.perf_counter() - t0
 
     preprocess_seconds = preprocess(False)
@@ -245,47 +301,16 @@ def worker_handrolled(spec: dict, journal: list[list[str]], work: Path, budget: 
     reference_seconds = time.perf_counter() - t0
 
     def name_map() -> tuple[dict[str, str], list[str]]:
-        """precision-lab's layer names -> node names of the pre-processed model. ORT's optimizer renames fused
-        nodes (MatMul + Add -> Gemm, ...); a user's exclude list then silently misses them. The benchmark maps
-        them back through the weight tensor they read, so both approaches pin the same layers."""
-        pre = onnx.load(str(pre_path), load_external_data=False)
-        names = {n.name for n in pre.graph.node}
-        by_input: dict[str, str] = {}
-        for n in pre.graph.node:
-            for i in n.input[1:2]:
-                by_input.setdefault(i, n.name)
-        first = {n.name: (list(n.input[1:2]) or [""])[0] for n in onnx.load(str(fixed_path)).graph.node}
-        mapping, missing = {}, []
-        for layer in sorted({name for plan in journal for name in plan}):
-            if layer in names:
-                mapping[layer] = layer
-            elif first.get(layer) in by_input:
-                mapping[layer] = by_input[first[layer]]
-            else:
-                missing.append(layer)
-        return mapping, missing
+        return exclude_name_map(fixed_path, pre_path, [name for plan in journal for name in plan])
 
     from precision_lab.qdq import RECIPES
 
     op_types = list(RECIPES[spec["recipe"]])  # the same op types as the sweep's recipe
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, feeds):
-            self._it = iter(feeds)
-
-        def get_next(self):
-            return next(self._it, None)
-
     def evaluate(fp32: list[str], index: int) -> dict:
         out_path = work / f"q_{index:04d}.onnx"
         t_start = time.perf_counter()
-        quantize_static(
-            str(pre_path), str(out_path), Reader(calib),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            op_types_to_quantize=op_types, nodes_to_exclude=[mapping.get(n, n) for n in fp32],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-        )
+        quantize_excluding(pre_path, out_path, calib, op_types, [mapping.get(n, n) for n in fp32])
         t_quant = time.perf_counter()
         sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]

@@ -444,6 +444,12 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
         set_polygraphy_verbose(verbose)
     except ImportError:
         pass
+    try:  # onnx-graphsurgeon logs on its own logger ("[W] colored module is not installed", folding notes)
+        from onnx_graphsurgeon.logger import G_LOGGER as GS_LOGGER
+
+        GS_LOGGER.severity = GS_LOGGER.VERBOSE if verbose else GS_LOGGER.ERROR
+    except ImportError:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:

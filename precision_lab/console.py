@@ -1,8 +1,8 @@
 """What the user sees when something goes wrong, and how numbers are printed.
 
 - :func:`first_line`: the first line of an exception's message, never an ``IndexError`` on an empty one.
-- :func:`quiet_polygraphy`: Polygraphy's info lines (``[I] Comparing Output ... PASSED``) stay off stdout, in
-  this process, in worker processes and through the Python API; ``--verbose`` lets them through.
+- :func:`quiet_polygraphy`: Polygraphy's info lines (``[I] Comparing Output ... PASSED``) and onnx-graphsurgeon's
+  warnings stay off stdout, in this process, in worker processes and through the Python API; ``--verbose`` lets them through.
 - :func:`report_internal_error`: an unexpected exception becomes one line naming the phase that failed; the
   full traceback goes to ``OUT/error.log``.
 - :func:`terminate_as_interrupt`: SIGTERM unwinds like Ctrl-C, so locks and worker pools are released.
@@ -50,14 +50,22 @@ def set_polygraphy_verbose(verbose: bool) -> None:
 
 @contextlib.contextmanager
 def quiet_polygraphy() -> Iterator[None]:
-    """Only Polygraphy's errors are printed inside the block (unless :func:`set_polygraphy_verbose`)."""
+    """Only Polygraphy's and onnx-graphsurgeon's errors are printed inside the block (unless
+    :func:`set_polygraphy_verbose`): graphsurgeon's own logger otherwise prints "[W] colored module is not
+    installed" and constant-folding notes the user cannot act on."""
     if _POLYGRAPHY_VERBOSE:
         yield
         return
+    from onnx_graphsurgeon.logger import G_LOGGER as GS_LOGGER
     from polygraphy.logger import G_LOGGER
 
-    with G_LOGGER.verbosity(G_LOGGER.ERROR):
-        yield
+    severity = GS_LOGGER.severity
+    GS_LOGGER.severity = max(severity, GS_LOGGER.ERROR)
+    try:
+        with G_LOGGER.verbosity(G_LOGGER.ERROR):
+            yield
+    finally:
+        GS_LOGGER.severity = severity
 
 
 # --- internal errors ---------------------------------------------------------------------------------------

@@ -137,8 +137,11 @@ def fixed_conditions(model: onnx.ModelProto, constants: Mapping[str, np.ndarray]
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds with ONNX Runtime: branches that cannot run
-    graph = gs.import_onnx(copy)  # for these feeds (e.g. another sample rate) log errors we must not show
-    graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False)
+    from precision_lab.console import quiet_polygraphy
+
+    with quiet_polygraphy():  # for these feeds (e.g. another sample rate) log errors we must not show
+        graph = gs.import_onnx(copy)
+        graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False)
     fixed = {}
     for node in _gs_nodes_within(graph):
         if node.op == "If" and isinstance(node.inputs[0], gs.Constant):

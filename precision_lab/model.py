@@ -413,11 +413,14 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon folds with ONNX Runtime; keep its warnings quiet
-    graph = gs.import_onnx(model)
-    graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False).cleanup(
-        remove_unused_graph_inputs=False
-    )
-    folded = gs.export_onnx(graph, do_type_check=False)
+    from precision_lab.console import quiet_polygraphy
+
+    with quiet_polygraphy():  # graphsurgeon's "[W] ... foldable nodes that produce large outputs" is not the user's
+        graph = gs.import_onnx(model)
+        graph.fold_constants(fold_shapes=True, error_ok=True, flatten_subgraphs=False).cleanup(
+            remove_unused_graph_inputs=False
+        )
+        folded = gs.export_onnx(graph, do_type_check=False)
     folded.ir_version = model.ir_version
     return folded
 

@@ -453,3 +453,42 @@ def test_polygraphy_pairing_needs_nothing_newer_than_0_49():
     assert "_run_comparison" not in source and "BaseCompareFunc" not in source
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "polygraphy>=0.49" in deps
+
+
+# ------------------------------------------------------------------------------ onnx-graphsurgeon's own logger
+
+
+def _model_with_a_large_foldable_constant(path: Path) -> Path:
+    """A MatMul whose weight is a constant subgraph (Expand of a 1x1 constant) folding to 2 MiB: onnx-graphsurgeon
+    then warns "It looks like this model contains foldable nodes that produce large outputs" (and, without the
+    ``colored`` module, that it is missing), which the user can do nothing about."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Expand", ["one", "shape"], ["weight"], name="expand"),
+        helper.make_node("MatMul", ["x", "weight"], ["y"], name="matmul"),
+    ]
+    graph = helper.make_graph(
+        nodes, "large_fold", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512])],
+        [numpy_helper.from_array(np.full((1, 1), 0.01, np.float32), "one"),
+         numpy_helper.from_array(np.array([1024, 512], np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_graphsurgeon_warnings_stay_off_the_terminal(tmp_path, capfd):
+    from precision_lab.model import prepare_model
+
+    model = _model_with_a_large_foldable_constant(tmp_path / "large_fold.onnx")
+    prepare_model(model)  # the library call: nothing on the terminal
+    captured = capfd.readouterr()
+    assert "[W]" not in captured.out + captured.err, captured.out + captured.err
+    proc = run_cli("layers", str(model))
+    assert proc.returncode == 0, proc.stderr
+    assert "[W]" not in proc.stdout + proc.stderr and "1 candidate layers" in proc.stdout, proc.stdout + proc.stderr

@@ -643,7 +643,7 @@ def section(rows: list[dict], models: list[str], budget: float) -> str:
     commands = sorted({r["command"] for r in rows})
     lines = [
         SECTION, "",
-        f"- **Date:** {dates[0]} to {dates[-1]}." if dates else "- **Date:** –",
+        f"- **Date:** the peers started between {dates[0]} and {dates[-1]}, one after another." if dates else "- **Date:** –",
         f"- **Machine:** {os.cpu_count()} cores ({cpu}); load average (1 min, /proc/loadavg every 5 s while the peers "
         f"ran): min {min(samples, default=0):.2f}, mean {sum(samples) / max(len(samples), 1):.2f}, max "
         f"{max(samples, default=0):.2f}.",

@@ -144,6 +144,32 @@ def test_signal_is_measured_on_the_output_slice(mixed):
     assert max(sliced, key=sliced.get) == "concat"
 
 
+
+def test_signal_is_each_layers_own_error_never_masked_by_inherited_error(tmp_path):
+    """Measured in the all-INT8 model as output error minus input error, 7 of two_planted_cnn's 10 ``extended``
+    candidates added "nothing" (their inherited error was larger), so they tied at 0 at the end of the order. Read
+    on FP32 activations, every layer's own INT8 error is positive, and the planted pair ranks first."""
+    from precision_lab.calibration import calibrate
+    from precision_lab.data import make_dataset
+    from precision_lab.model import input_specs, list_candidates, load_model, prepare_model
+    from precision_lab.qdq import QdqBuilder, resolve_op_types, tensors_to_calibrate
+    from precision_lab.signals import layer_signals
+
+    model = SAMPLES / "two_planted_cnn.onnx"
+    data = write_random_feeds(model, tmp_path / "data", count=24)
+    dataset, _ = make_dataset(input_specs(load_model(model)[0]), data_dir=data, calib_samples=16, eval_samples=8)
+    prepared = prepare_model(model)
+    for recipe in ("trt", "extended"):
+        candidates = list_candidates(prepared, op_types=resolve_op_types(recipe, None))
+        ranges = calibrate(prepared, dataset.calib, tensors=tensors_to_calibrate(prepared, candidates, recipe),
+                           fingerprint=dataset.calib_fingerprint)
+        builder = QdqBuilder(prepared, candidates, ranges, recipe=recipe)
+        signals = layer_signals(prepared, builder, candidates, dataset.eval)
+        assert set(signals) == {c.name for c in candidates}
+        assert all(value > 0 for value in signals.values()), (recipe, signals)
+        assert set(sorted(signals, key=signals.get)[-2:]) == {"conv3", "conv6"}, (recipe, signals)
+
+
 # ---------------------------------------------------------------------------------------- digits and charts
 
 

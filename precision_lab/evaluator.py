@@ -107,7 +107,7 @@ class Evaluator:
             for plan, measurement in self.executor.run(todo, stop) if stop else self.executor.run(todo):
                 record = self._append(plan, phase, measurement)
                 bar.update(1)
-                bar.set_postfix_str(f"{self.metric.name}={self.shown_value(record)}", refresh=False)
+                bar.set_postfix_str(self.shown_metric(record), refresh=False)
         return [self.outcome(self.record(plan)) for plan in plans]
 
     def shown_value(self, record: Evaluation) -> str:
@@ -118,6 +118,11 @@ class Evaluator:
             side = "<=" if self.metric.higher_is_better else ">="
             return f"{side}{value} (failed after {record.stopped['samples']}/{record.stopped['of']} feeds)"
         return value
+
+    def shown_metric(self, record: Evaluation) -> str:
+        """``rel-l2=0.0412``, or ``rel-l2>=0.05169 (failed after 14/24 feeds)`` for a stopped evaluation."""
+        shown = self.shown_value(record)
+        return f"{self.metric.name}{'' if shown[:2] in ('>=', '<=') else '='}{shown}"
 
     def drive(self, strategy: Strategy):
         """Run ``strategy`` to its result; each batch is evaluated under its phase (default ``search``)."""

@@ -162,6 +162,7 @@ def test_a_stopped_value_is_shown_as_a_bound():
     )
     evaluator = Evaluator(None, get_metric("rel-l2"), 0.05, None, "", {}, Progress(False), Criterion.parse("p90"))
     assert evaluator.shown_value(record) == ">=0.31 (failed after 5/32 feeds)"
+    assert evaluator.shown_metric(record) == "rel-l2>=0.31 (failed after 5/32 feeds)"  # never "rel-l2=>=0.31"
     assert math.isnan(record.value(get_metric("max-abs"), Criterion.parse("p90")))
     assert math.isnan(record.value(get_metric("rel-l2"), Criterion.parse("aggregate")))
     assert record.interval(get_metric("rel-l2"), Criterion.parse("p90")) is None

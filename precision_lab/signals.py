@@ -50,6 +50,10 @@ def shadow_model(
     q_nodes = {node.name: node for node in quantized.graph.node}
     q_producer = {t: node for node in quantized.graph.node for t in node.output}
     q_order = {node.name: i for i, node in enumerate(quantized.graph.node)}
+    q_consumers: dict[str, list[onnx.NodeProto]] = {}
+    for q_node in quantized.graph.node:
+        for tensor in q_node.input:
+            q_consumers.setdefault(tensor, []).append(q_node)
     pairs: dict[str, list[tuple[str, str]]] = {}
     for layer in layers:
         node = q_nodes.get(layer)
@@ -65,13 +69,15 @@ def shadow_model(
             for output in producer.output:
                 chain[output] = producer
             pending.extend(t for t in producer.input if t)
-        nodes = sorted({id(n): n for n in chain.values()}.values(), key=lambda n: q_order[n.name]) + [node]
-        for original in nodes:
+        tail = _output_qdq(node, q_consumers)  # a layer output the builder quantizes itself
+        shadowed = set(chain) | {t for n in [node, *tail] for t in n.output}
+        upstream = sorted({id(n): n for n in chain.values()}.values(), key=lambda n: q_order[n.name])
+        for original in [*upstream, node, *tail]:
             copy = onnx.NodeProto()
             copy.CopyFrom(original)
             copy.name = original.name + SHADOW
             del copy.input[:]
-            copy.input.extend(t + SHADOW if t in chain else t for t in original.input)
+            copy.input.extend(t + SHADOW if t in shadowed else t for t in original.input)
             del copy.output[:]
             copy.output.extend(t + SHADOW if t else "" for t in original.output)
             graph.node.append(copy)
@@ -79,14 +85,30 @@ def shadow_model(
                 if tensor in q_initializers and tensor not in known and tensor not in added_initializers:
                     graph.initializer.append(q_initializers[tensor])
                     added_initializers.add(tensor)
-        references = [t[: -len(BEFORE_QDQ)] if t.endswith(BEFORE_QDQ) else t for t in node.output]
-        pairs[layer] = [(t + SHADOW, r) for t, r in zip(node.output, references) if t and r in known]
+        compared = []
+        for tensor in node.output:
+            reference = tensor.removesuffix(BEFORE_QDQ)
+            if tensor and reference in known:
+                compared.append(((reference if reference in shadowed else tensor) + SHADOW, reference))
+        pairs[layer] = compared
     types = {v.name: v.type.tensor_type.elem_type for v in [*quantized.graph.value_info, *fp32.graph.value_info]}
     present = {out.name for out in graph.output}
     for tensor in sorted({t for compared in pairs.values() for pair in compared for t in pair} - present):
         elem_type = types.get(tensor.removesuffix(SHADOW)) or TensorProto.FLOAT
         graph.output.append(helper.make_tensor_value_info(tensor, elem_type, None))
     return model, pairs
+
+
+def _output_qdq(node: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodeProto]]) -> list[onnx.NodeProto]:
+    """The Q/DQ pair the builder puts on ``node``'s own output (``X/before_qdq -> Q -> DQ -> X``), in order."""
+    found: list[onnx.NodeProto] = []
+    pending = [t for t in node.output if t.endswith(BEFORE_QDQ)]
+    while pending:
+        for consumer in consumers.get(pending.pop(0), []):
+            if consumer.name.startswith(f"{node.name}/output") and consumer not in found:
+                found.append(consumer)
+                pending.extend(consumer.output)
+    return found
 
 
 def _rel_l2(err: float, ref: float) -> float:

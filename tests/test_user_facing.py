@@ -142,6 +142,11 @@ def test_signal_is_measured_on_the_output_slice(mixed):
     assert whole["concat"] < 0.01  # the whole output is dominated by channel 0
     assert sliced["concat"] > 0.9  # the judged score channel is lost
     assert max(sliced, key=sliced.get) == "concat"
+    from precision_lab.signals import shadow_model
+
+    shadow, pairs = shadow_model(prepared.model, builder.build_qdq(()), [c.name for c in candidates])
+    assert pairs["concat"] == [("out#int8", "out")]  # compared after the Q/DQ the builder puts on its own output
+    assert {"concat/output0/QuantizeLinear#int8", "concat/output0/DequantizeLinear#int8"} <= {n.name for n in shadow.graph.node}
 
 
 

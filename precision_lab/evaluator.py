@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from precision_lab.compare import Metric
 from precision_lab.console import fmt_value
@@ -56,6 +56,7 @@ class Evaluator:
     criterion: Criterion = Criterion("aggregate")
     ran: int = 0
     early_stop: bool = False  # stop pass/fail evaluations once they certainly fail (PASS_FAIL_PHASES)
+    asked: set[str] = field(default_factory=set)  # keys of the plans this run asked for, evaluated or resumed
 
     def key(self, plan: PrecisionPlan) -> str:
         """The journal key of ``plan`` (binary plans keep the key they always had)."""
@@ -73,8 +74,14 @@ class Evaluator:
         return Evaluation.from_json(data)
 
     def records(self) -> tuple[Evaluation, ...]:
-        """Every evaluation of this context in the journal, in the order they were made."""
-        chosen = (Evaluation.from_json(r) for r in self.journal.records.values() if r.get("context") == self.context_key)
+        """The evaluations of the plans this run asked for, from the journal, in the order they were made. A
+        journal may hold more of the same context (a sweep resumed with another ``--search``); they are not this
+        run's."""
+        chosen = (
+            Evaluation.from_json(r)
+            for r in self.journal.records.values()
+            if r.get("context") == self.context_key and r["key"] in self.asked
+        )
         return tuple(sorted(chosen, key=lambda r: r.sequence))
 
     def stop_rule(self, phase: str) -> StopRule | None:
@@ -97,6 +104,7 @@ class Evaluator:
 
     def evaluate(self, plans: Sequence[PrecisionPlan], phase: str) -> list[Outcome]:
         """Outcomes of ``plans``, evaluating those the journal does not hold (progress under ``phase``)."""
+        self.asked.update(self.key(plan) for plan in plans)
         todo = [plan for plan in dict.fromkeys(plans) if not self.usable(self.key(plan), phase)]
         if todo:
             bar = self.progress.bar(phase, len(todo))

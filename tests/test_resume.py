@@ -129,3 +129,23 @@ def test_second_sweep_on_a_busy_folder_is_refused(tmp_path):
     third = run_cli(*_sweep_args(data, out))
     assert third.returncode == 0, third.stderr
     assert not (out / ".lock").exists()
+
+
+def test_resuming_with_another_search_reports_that_searchs_evaluations(tmp_path):
+    """The strategy is not part of the journal's context, so ``--search fast`` on a folder a ``full`` sweep filled
+    reuses its evaluations; but the count it reports (terminal, ``plan.json``) is the plans fast asked for, as in a
+    fresh folder, never the whole journal."""
+    from precision_lab.cli import main
+
+    data = write_random_feeds(MODEL, tmp_path / "data", count=48)
+
+    def sweep(out: Path, search: str) -> dict:
+        assert main(["sweep", str(MODEL), "--data", str(data), "--out", str(out), "--search", search, "-q"]) == 0
+        return _plan(out)
+
+    shared = tmp_path / "shared"
+    full = sweep(shared, "full")
+    resumed = sweep(shared, "fast")
+    fresh = sweep(tmp_path / "fresh", "fast")
+    assert resumed["evaluations"] == fresh["evaluations"] < full["evaluations"] < len(_journal(shared))
+    assert resumed["fp32_layers"] == fresh["fp32_layers"]

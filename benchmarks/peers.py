@@ -169,7 +169,7 @@ def _load(files: list[Path]) -> list[dict]:
 
 class Judge:
     """A reference model's outputs on fixed feeds, computed once, and the value of candidates against them with
-    precision-lab's comparison and criterion (as ``tests/real_tier.py::heldout_value``, which it reproduces)."""
+    precision-lab's comparison and criterion (``tests/real_tier.py::judged_value``, as ``heldout_value``)."""
 
     def __init__(self, reference: str | Path, files: list[Path], setting: dict, *, optimized: bool = False):
         self.setting = Setting(**{k: tuple(v) if isinstance(v, list) else v for k, v in setting.items()})
@@ -183,16 +183,11 @@ class Judge:
         return self.value_of([_run(session, feed) for feed in self.feeds])
 
     def value_of(self, outputs: list[dict]) -> float:
-        from precision_lab.compare import OutputSlice, StreamingComparison, get_metric
-        from precision_lab.criterion import Criterion, criterion_value
+        from real_tier import judged_value
 
-        parts = [OutputSlice.parse(s) for s in self.setting.slices]
-        judged = (*self.setting.judged, *(p.output for p in parts)) if self.setting.judged else None
-        comparison = StreamingComparison(parts, judged)
-        for output, reference in zip(outputs, self.reference):
-            comparison.add(output, reference)
-        samples = {part: [s.to_row() for s in rows] for part, rows in comparison.total.samples.items()}
-        return float(criterion_value(samples, get_metric(self.setting.metric), Criterion.parse(self.setting.criterion)))
+        value, _ = judged_value(outputs, self.reference, metric=self.setting.metric, criterion=self.setting.criterion,
+                                slices=self.setting.slices, judged=self.setting.judged)
+        return float(value)
 
 
 def worker_sweep(request: dict) -> dict:

@@ -163,28 +163,42 @@ def heldout_value(
     input's value (worst part)."""
     import onnxruntime as ort
 
-    from precision_lab.compare import OutputSlice, StreamingComparison, get_metric
-    from precision_lab.criterion import Criterion, criterion_value
-
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (plan_onnx, model_path)]
-    parts = [OutputSlice.parse(s) for s in slices]
-    comparison = StreamingComparison(parts, (*judged, *(p.output for p in parts)) if judged else None)
+    outputs: list[list[dict]] = [[], []]
     for path in sorted(heldout.glob("*.npz")):
         with np.load(path) as archive:
             feed = {name: archive[name] for name in archive.files}
-        outputs = []
-        for session in sessions:
+        for session, collected in zip(sessions, outputs):
             names = [o.name for o in session.get_outputs()]
-            outputs.append(dict(zip(names, session.run(None, feed))))
-        comparison.add(outputs[0], outputs[1])
+            collected.append(dict(zip(names, session.run(None, feed))))
+    return judged_value(*outputs, metric=metric, criterion=criterion, slices=slices, judged=judged)
+
+
+def judged_value(
+    outputs: list[dict],
+    references: list[dict],
+    *,
+    metric: str = "rel-l2",
+    criterion: str = "aggregate",
+    slices: tuple[str, ...] = (),
+    judged: tuple[str, ...] = (),
+) -> tuple[float, list[float]]:
+    """``outputs`` (one dict of model outputs per input) judged against ``references`` the way a sweep judges a
+    plan: precision-lab's comparison of the judged outputs and ``--output-slice`` parts, then ``criterion``.
+    Returns the value and each input's value (worst part)."""
+    from precision_lab.compare import OutputSlice, StreamingComparison, get_metric
+    from precision_lab.criterion import Criterion, criterion_value, sample_values
+
+    parts = [OutputSlice.parse(s) for s in slices]
+    comparison = StreamingComparison(parts, (*judged, *(p.output for p in parts)) if judged else None)
+    for output, reference in zip(outputs, references):
+        comparison.add(output, reference)
     metric_obj = get_metric(metric)
     samples = {part: [s.to_row() for s in rows] for part, rows in comparison.total.samples.items()}
     value = criterion_value(samples, metric_obj, Criterion.parse(criterion))
-    from precision_lab.criterion import sample_values
-
     per_part = list(sample_values(samples, metric_obj).values())
     pick = np.min if metric_obj.higher_is_better else np.max
     return value, [float(v) for v in pick(np.asarray(per_part), axis=0)]

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import shutil
 import sys
 from dataclasses import replace
@@ -36,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+
+from search_counts import bound  # noqa: E402  (benchmarks/search_counts.py: the issue's count bound)
 
 from precision_lab.search import strategies  # noqa: E402
 from precision_lab.search.adaptive import _prefix_then_prune, group_prune  # noqa: E402
@@ -120,7 +121,7 @@ def replay(model_key: str, data: Path, merged: Path, search: str, work: Path) ->
     k, n = len(plan["fp32_layers"]), len(plan["fp32_layers"]) + len(plan["int8_layers"])
     return {
         "model": model_key, "search": search, "evaluations": len(asked), "phases": phases, "k": k, "N": n,
-        "bound": 2 * k + 2 * math.ceil(math.log2(max(n, 2))) + 4, "value": plan["achieved"]["value"],
+        "bound": bound(k, n), "value": plan["achieved"]["value"],
         "proven": all(layer in plan["evidence"] for layer in plan["fp32_layers"]), "evaluated_now": len(new),
     }
 

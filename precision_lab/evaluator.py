@@ -104,8 +104,9 @@ class Evaluator:
 
     def evaluate(self, plans: Sequence[PrecisionPlan], phase: str) -> list[Outcome]:
         """Outcomes of ``plans``, evaluating those the journal does not hold (progress under ``phase``)."""
-        self.asked.update(self.key(plan) for plan in plans)
-        todo = [plan for plan in dict.fromkeys(plans) if not self.usable(self.key(plan), phase)]
+        keys = {plan: self.key(plan) for plan in plans}
+        self.asked.update(keys.values())
+        todo = [plan for plan, key in keys.items() if not self.usable(key, phase)]
         if todo:
             bar = self.progress.bar(phase, len(todo))
             stop = self.stop_rule(phase)

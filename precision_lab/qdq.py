@@ -46,6 +46,11 @@ __all__ = [
 ]
 
 
+BEFORE_QDQ = "/before_qdq"
+"""Suffix of a node output that gets its own Q/DQ pair (``X/before_qdq -> Q -> DQ -> X``; the pair's nodes are
+named ``<producer>/output<i>/...``)."""
+
+
 def _scale_of(amax: np.ndarray | float) -> np.ndarray:
     amax = np.asarray(amax, dtype=np.float32)
     return np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0 / 127.0)).astype(np.float32)
@@ -94,7 +99,7 @@ def apply_placement(
     for out in placement.outputs:
         node = nodes[out.producer]
         output = node.outputs[out.output_index]
-        before = gs.Variable(f"{output.name}/before_qdq", dtype=output.dtype, shape=output.shape)
+        before = gs.Variable(f"{output.name}{BEFORE_QDQ}", dtype=output.dtype, shape=output.shape)
         for consumer in list(output.outputs):
             for index, tensor in enumerate(consumer.inputs):
                 if tensor is output:

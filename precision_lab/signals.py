@@ -23,16 +23,12 @@ from onnx import TensorProto, helper
 from precision_lab.compare import OutputSlice
 from precision_lab.data import Feed
 from precision_lab.model import Candidate, PreparedModel
-from precision_lab.qdq import QdqBuilder
+from precision_lab.qdq import BEFORE_QDQ, QdqBuilder
 
 __all__ = ["layer_signals", "shadow_model"]
 
 SHADOW = "#int8"
 """Suffix of the shadow copies' node and tensor names."""
-
-BEFORE_QDQ = "/before_qdq"
-"""Suffix the Q/DQ builder gives a layer output that it quantizes itself (the Q/DQ pair then writes the name)."""
-
 
 def shadow_model(
     fp32: onnx.ModelProto, quantized: onnx.ModelProto, layers: Sequence[str]
@@ -137,10 +133,9 @@ def _pair_errors(
             for shadow, fp32 in compared:
                 if not np.issubdtype(np.asarray(values[fp32]).dtype, np.floating):
                     continue
+                whole_q, whole_r = np.asarray(values[shadow], np.float64), np.asarray(values[fp32], np.float64)
                 for part in parts[fp32]:
-                    q64, r64 = np.asarray(values[shadow], np.float64), np.asarray(values[fp32], np.float64)
-                    if part is not None:
-                        q64, r64 = part.take(q64), part.take(r64)
+                    q64, r64 = (whole_q, whole_r) if part is None else (part.take(whole_q), part.take(whole_r))
                     key = (shadow, part)
                     err[key] = err.get(key, 0.0) + float(np.sum((q64 - r64) ** 2))
                     ref[key] = ref.get(key, 0.0) + float(np.sum(r64 * r64))

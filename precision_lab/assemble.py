@@ -217,6 +217,7 @@ def assemble_result(
         verify_plan, verify_int8, verify_fp32 = run.verify_outcomes
         verification |= {
             "value": last.verify_value,
+            "resampled_median": last.verify_resampled_median,
             "passed": last.verify_passed,
             "tolerance": run.verify_tolerance,
             "all_int8": verify_int8.value,
@@ -234,6 +235,7 @@ def assemble_result(
         interval=confidence["plan"],
         verify_value=verification.get("value"),
         verify_passed=verification.get("passed"),
+        verify_median=verification.get("resampled_median"),
         rounds=run.rounds,
         until_verified=options.until_verified,
         criterion=criterion.name,

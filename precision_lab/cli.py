@@ -301,6 +301,13 @@ def _print_cost(cost: dict) -> None:
     print(line)
 
 
+def _only_resamples_fail(result) -> bool:
+    """The plan's verification value meets the tolerance, but the median over resampled verification sets does not."""
+    verification, metric = result.verification, result.metric_obj
+    median = verification.get("resampled_median")
+    return median is not None and metric.passes(verification["value"], verification["tolerance"])
+
+
 def _print_verdict(result) -> None:
     """The plan's value on the evaluation and verification sets, its confidence interval, the hardest inputs."""
     metric, verification = result.metric, result.verification
@@ -312,6 +319,9 @@ def _print_verdict(result) -> None:
     print(f"  evaluation ({result.data['eval_samples']} samples, {judged}): {_fmt(result.plan.value)}{ci}")
     if "value" in verification:
         verdict = "passes" if verification["passed"] else f"FAILS (tolerance {_fmt(verification['tolerance'])})"
+        if not verification["passed"] and _only_resamples_fail(result):
+            verdict = (f"FAILS on the median resampled set ({_fmt(verification['resampled_median'])} vs tolerance "
+                       f"{_fmt(verification['tolerance'])})")
         rounds = len(verification.get("rounds", []))
         searched = f", searched at tolerance {_fmt(verification['search_tolerance'])}" if rounds > 1 else ""
         print(

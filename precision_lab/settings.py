@@ -134,9 +134,18 @@ def check_precisions(precisions: str | Sequence[str]) -> tuple[str, ...]:
 
 def check_options(
     *, recipe: str, sensitivity: str, calibration: str, percentile: float, seed: int, search: str,
-    executor: str = "local", ray_address: str | None = None,
+    executor: str = "local", ray_address: str | None = None, batch: int = 1, qdq_model: object = None,
+    precisions: Sequence[str] = (),
 ) -> None:
-    """The search, sensitivity mode, calibration, seed and executor are known, in range and consistent."""
+    """The search, sensitivity mode, calibration, seed, executor, ``batch`` (default 1) and ``qdq_model`` with
+    ``precisions`` (two levels only) are known, in range and consistent."""
+    if qdq_model is not None and "fp16" in precisions:
+        raise InputError(
+            "--qdq-model searches two-level plans only: the user's Q/DQ model fixes the INT8 layers and their "
+            "scales; drop --precisions int8,fp16,fp32, or sweep the FP32 model with it"
+        )
+    if batch < 1:
+        raise InputError(f"--batch must be 1 or more, got {batch}")
     if ray_address and executor != "ray":
         raise InputError("--ray-address needs --executor ray")
     if search not in SEARCHES:

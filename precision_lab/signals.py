@@ -1,15 +1,23 @@
-"""One-pass signals: how much error each layer's INT8 version adds itself, from a single run of one model.
+"""One-pass signals: the error each layer's INT8 version causes at the judged outputs, estimated from single runs.
 
-The *shadow model* is the FP32 model plus, for every candidate, a shadow copy of it that reads the FP32 model's
-own activations through the all-INT8 model's Q/DQ nodes (and its quantized weights). One run of it on a few
-evaluation feeds gives each layer's own INT8 error: the rel-l2 of its shadow output against its FP32 output.
-Inherited error cannot mask it. (The first signal, measured in the all-INT8 model as a layer's output error minus
-its inputs', was exactly 0 for 39 of PP-OCRv4 det's 64 layers and 51 of a YOLOX detector's 83; this one ranks
-them with a Spearman correlation to the measured ``isolate`` sensitivity of 0.67 and 0.52 instead of 0.31 and
-0.26.) Candidates are main-graph nodes, so no tensor of an ``If``/``Loop``/``Scan`` subgraph is exposed. A model
-output judged through ``--output-slice`` is measured on those slices only (the worst one), as the sweep judges
-it: a Concat that zeroes YOLOv8's class scores adds little error to the whole output, dominated by pixel boxes,
-but all of it to the score slice. Signals only order the search; every plan the tool reports is still evaluated.
+Two runs, each of one model on a few evaluation feeds:
+
+1. The *shadow model* is the FP32 model plus, for every candidate, a shadow copy of it that reads the FP32
+   model's own activations through the all-INT8 model's Q/DQ nodes (and its quantized weights). It gives each
+   layer's own INT8 error at its output; inherited error cannot mask it. (The first signal, measured in the
+   all-INT8 model as a layer's output error minus its inputs', was exactly 0 for 39 of PP-OCRv4 det's 64 layers.)
+2. The *downstream gain* (:mod:`precision_lab.downstream_gain`, from the all-INT8 and FP32 models with every
+   float tensor exposed) carries that error to the judged parts: a deep layer's error before a damping head counts
+   for little, an early layer's for more, and a branch that never reaches a judged ``--output-slice`` for nothing.
+
+The signal is the estimated rel-l2 of the worst judged part with only that layer in INT8: an estimate of its
+``isolate`` value. Spearman correlation with the measured ``isolate`` values, same feeds: PP-OCRv4 det 0.918
+(own error alone: 0.667), a YOLOX detector judged on its score slice 0.852 (0.518), openWakeWord's embedding
+model 0.866 (0.866). A model output judged through ``--output-slice`` that a layer writes itself is measured on
+those slices only (the worst one): a Concat that zeroes YOLOv8's class scores adds little error to the whole
+output, dominated by pixel boxes, but all of it to the score slice. Candidates are main-graph nodes, so no
+tensor of an ``If``/``Loop``/``Scan`` subgraph is exposed (an outer-scope tensor a subgraph reads counts as an
+input of its node). Signals only order the search; every plan the tool reports is still evaluated.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from onnx import TensorProto, helper
 
 from precision_lab.compare import OutputSlice
 from precision_lab.data import Feed
+from precision_lab.downstream_gain import Part, concat_fractions, error_energies, tensor_gains
 from precision_lab.model import Candidate, PreparedModel
 from precision_lab.qdq import BEFORE_QDQ, QdqBuilder
 
-__all__ = ["layer_signals", "shadow_model"]
+__all__ = ["judged_parts", "layer_signals", "shadow_model"]
 
 SHADOW = "#int8"
 """Suffix of the shadow copies' node and tensor names."""
@@ -107,43 +116,47 @@ def _output_qdq(node: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodeProt
     return found
 
 
-def _rel_l2(err: float, ref: float) -> float:
-    return float(np.sqrt(err / ref)) if ref > 0 else (0.0 if err == 0 else float("inf"))
-
-
-def _pair_errors(
+def _own_energies(
     model: onnx.ModelProto,
     pairs: Mapping[str, Sequence[tuple[str, str]]],
     feeds: Sequence[Feed],
-    slices: Sequence[OutputSlice] = (),
-) -> dict[str, float]:
-    """Each layer's worst rel-l2 over its (shadow, FP32) pairs, summed over ``feeds`` one feed at a time (only
-    sums are kept, so memory does not grow with the feeds). A FP32 tensor named by ``slices`` gets the worst of
-    its slices; integer and boolean outputs are not compared."""
+    parts: Sequence[Part],
+) -> tuple[dict[str, float], dict[tuple[str, Part], float]]:
+    """Summed over ``feeds``, one feed at a time: each layer's own squared INT8 error on every FP32 tensor it
+    writes (tensor -> energy), and on each judged part it writes itself ((layer, part) -> energy). Integer and
+    boolean tensors are not compared."""
     from precision_lab.ort_session import create_session
 
     session = create_session(model.SerializeToString())
     names = sorted({t for compared in pairs.values() for pair in compared for t in pair})
-    parts = {r: [s for s in slices if s.output == r] or [None] for compared in pairs.values() for _, r in compared}
-    err: dict[tuple[str, OutputSlice | None], float] = {}
-    ref: dict[tuple[str, OutputSlice | None], float] = {}
+    own: dict[str, float] = {}
+    own_parts: dict[tuple[str, Part], float] = {}
     for feed in feeds:
         values = dict(zip(names, session.run(names, dict(feed))))
-        for compared in pairs.values():
+        for layer, compared in pairs.items():
             for shadow, fp32 in compared:
                 if not np.issubdtype(np.asarray(values[fp32]).dtype, np.floating):
                     continue
-                whole_q, whole_r = np.asarray(values[shadow], np.float64), np.asarray(values[fp32], np.float64)
-                for part in parts[fp32]:
-                    q64, r64 = (whole_q, whole_r) if part is None else (part.take(whole_q), part.take(whole_r))
-                    key = (shadow, part)
-                    err[key] = err.get(key, 0.0) + float(np.sum((q64 - r64) ** 2))
-                    ref[key] = ref.get(key, 0.0) + float(np.sum(r64 * r64))
-    return {
-        layer: max((_rel_l2(err[shadow, part], ref[shadow, part]) for shadow, fp32 in compared
-                    for part in parts[fp32] if (shadow, part) in err), default=0.0)
-        for layer, compared in pairs.items()
-    }
+                q, r = np.asarray(values[shadow], np.float64), np.asarray(values[fp32], np.float64)
+                own[fp32] = own.get(fp32, 0.0) + float(np.sum((q - r) ** 2))
+                for part in parts:
+                    if part[0] == fp32:
+                        pq, pr = (q, r) if part[1] is None else (part[1].take(q), part[1].take(r))
+                        own_parts[layer, part] = own_parts.get((layer, part), 0.0) + float(np.sum((pq - pr) ** 2))
+    return own, own_parts
+
+
+def judged_parts(
+    model: onnx.ModelProto, slices: Sequence[OutputSlice] = (), judged: Sequence[str] | None = None
+) -> list[Part]:
+    """The parts the sweep judges: each judged output (``judged``, default all), as its slices when it has any."""
+    parts: list[Part] = []
+    for output in model.graph.output:
+        if judged is not None and output.name not in judged:
+            continue
+        own = [s for s in slices if s.output == output.name]
+        parts.extend((output.name, s) for s in own) if own else parts.append((output.name, None))
+    return parts
 
 
 SIGNAL_FEEDS = 8  # an ordering signal needs a few feeds, not the whole evaluation set
@@ -156,12 +169,31 @@ def layer_signals(
     feeds: Sequence[Feed],
     *,
     slices: Sequence[OutputSlice] = (),
+    judged: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """The INT8 error each candidate adds itself (larger = more suspicious): its output's rel-l2 when it reads
-    FP32 activations through the all-INT8 model's Q/DQ, from one run of the :func:`shadow_model` on the first
-    :data:`SIGNAL_FEEDS` feeds; model outputs named by ``slices`` are measured on those slices."""
+    """Each candidate's estimated ``isolate`` error (larger = more suspicious): its own INT8 error, read on FP32
+    activations through the all-INT8 model's Q/DQ (:func:`shadow_model`), carried to the judged parts by the
+    downstream gain (:mod:`precision_lab.downstream_gain`), as the rel-l2 of the worst part. From the first
+    :data:`SIGNAL_FEEDS` feeds; ``slices`` and ``judged`` (default every output) are the sweep's judged parts."""
     feeds = list(feeds)[:SIGNAL_FEEDS]
-    model, pairs = shadow_model(prepared.model, builder.build_qdq(()), [c.name for c in candidates])
-    outputs = {out.name for out in prepared.model.graph.output}
-    errors = _pair_errors(model, pairs, feeds, [s for s in slices if s.output in outputs])
-    return {c.name: errors.get(c.name, 0.0) for c in candidates}
+    quantized = builder.build_qdq(())
+    model, pairs = shadow_model(prepared.model, quantized, [c.name for c in candidates])
+    parts = judged_parts(prepared.model, slices, judged)
+    own, own_parts = _own_energies(model, pairs, feeds, parts)
+    energy, part_error, part_reference = error_energies(prepared.model, quantized, feeds, parts)
+    fractions = concat_fractions(prepared.model, feeds[0], [p for _, p in parts if p is not None]) if feeds else {}
+    signals = {c.name: 0.0 for c in candidates}
+    for part in parts:
+        output, piece = part
+        if part_reference.get(part, 0.0) <= 0:
+            continue
+        whole = energy.get(output, 0.0)
+        share = 1.0 if piece is None else (part_error.get(part, 0.0) / whole if whole > 0 else 0.0)
+        gains = tensor_gains(prepared.model.graph, energy, own, part, share, fractions)
+        for layer, compared in pairs.items():
+            reached = sum(
+                own_parts.get((layer, part), 0.0) if tensor == output else own.get(tensor, 0.0) * gains.get(tensor, 0.0)
+                for _, tensor in compared
+            )
+            signals[layer] = max(signals[layer], float(np.sqrt(reached / part_reference[part])))
+    return signals

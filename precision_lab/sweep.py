@@ -21,7 +21,7 @@ from precision_lab.calibration import DEFAULT_PERCENTILE
 from precision_lab.compare import OutputSlice
 from precision_lab.criterion import Criterion
 from precision_lab.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_SAMPLES, DEFAULT_VERIFY_SAMPLES
-from precision_lab.errors import InputError, UnattainableToleranceError
+from precision_lab.errors import UnattainableToleranceError
 from precision_lab.lock import OutputLock
 from precision_lab.modelopt_export import write_calibration_data
 from precision_lab.noise_floor import warn_noise_floor
@@ -44,7 +44,7 @@ from precision_lab.settings import (
     check_target_gpu,
     resolve_metric,
 )
-from precision_lab.verification import VerificationRound, tighten_tolerance
+from precision_lab.verification import VerificationRound, tighten_tolerance, verification_verdict
 
 __all__ = ["sweep", "DEFAULT_TOLERANCES", "DEFAULT_MAX_DROPS", "default_out_dir", "MAX_VERIFY_ROUNDS"]
 
@@ -142,15 +142,8 @@ def sweep(
     )
     check_options(
         recipe=recipe, sensitivity=sensitivity, calibration=calibration, percentile=percentile, seed=seed, search=search,
-        executor=executor, ray_address=ray_address,
+        executor=executor, ray_address=ray_address, batch=batch, qdq_model=qdq_model, precisions=options.precisions,
     )
-    if qdq_model is not None and "fp16" in options.precisions:
-        raise InputError(
-            "--qdq-model searches two-level plans only: the user's Q/DQ model fixes the INT8 layers and their "
-            "scales; drop --precisions int8,fp16,fp32, or sweep the FP32 model with it"
-        )
-    if batch < 1:
-        raise InputError(f"--batch must be 1 or more, got {batch}")
     setting = resolve_metric(metric, metric_direction, tolerance, max_drop)
     criterion_obj = Criterion.parse(criterion)
     slices = [s if isinstance(s, OutputSlice) else OutputSlice.parse(s) for s in output_slices]
@@ -160,7 +153,6 @@ def sweep(
         session = open_session(
             model, out, options, setting=setting, criterion=criterion_obj, slices=slices, op_types=op_types
         )
-        write_calibration_data(session.dataset.calib, out)  # for the ModelOpt command in plan.json
         try:
             run = _search_until_verified(session, options, setting)
         except UnattainableToleranceError:
@@ -169,6 +161,7 @@ def sweep(
         finally:
             session.close()
         _warn_noise_floor(session, run.tolerance)
+        write_calibration_data(session.dataset.calib, out)  # for the ModelOpt command in plan.json, once per sweep
         result = assemble_result(session, run, options, op_types=op_types, wall_seconds=time.perf_counter() - started)
         write_outputs(result, session.builder, out, evaluations_run=session.evaluations_run)
         return result
@@ -221,7 +214,8 @@ def _strategy_maker(session: Session, options: SweepOptions) -> Callable[[], Str
         sensitivity=options.sensitivity,
         signals=functools.cache(
             lambda: layer_signals(
-                session.prepared, session.builder, session.candidates, session.dataset.eval, slices=session.slices
+                session.prepared, session.builder, session.candidates, session.dataset.eval, slices=session.slices,
+                judged=session.judged,
             )
         ),
     )
@@ -270,20 +264,25 @@ def _search_until_verified(session: Session, options: SweepOptions, setting: Met
         verify_outcomes = tuple(verifier.evaluate([found.plan, PrecisionPlan(), everything], "verification"))
         verify_plan, _, verify_fp32 = verify_outcomes
         verify_tolerance = tolerance if setting.max_drop is None else verify_fp32.value - setting.max_drop
-        verify_passed = metric.passes(verify_plan.value, verify_tolerance)
-        rounds.append(
-            VerificationRound(search_tolerance, tuple(found.pinned), found.outcome.value, verify_plan.value, verify_passed)
+        verdict = verification_verdict(
+            verifier.record(found.plan), metric, evaluator.criterion, verify_tolerance, verify_plan.value
         )
-        if verify_passed or not options.until_verified or len(rounds) >= MAX_VERIFY_ROUNDS:
+        rounds.append(VerificationRound(
+            search_tolerance, tuple(found.pinned), found.outcome.value, verify_plan.value, verdict.passed,
+            verdict.resampled_median,
+        ))
+        if verdict.passed or not options.until_verified or len(rounds) >= MAX_VERIFY_ROUNDS:
             break
         if set(found.pinned) == set(session.names):
             break
-        stricter = tighten_tolerance(metric, search_tolerance, verify_tolerance, verify_plan.value)
+        stricter = tighten_tolerance(metric, search_tolerance, verify_tolerance, verdict.deciding_value)
         if not metric.passes(found.all_fp32.value, stricter):
             break  # even all-FP32 would fail a stricter search: keep this plan
         log.info(
-            "the plan fails verification (%s %.4g vs %.4g): searching again at tolerance %.4g",
-            metric.name, verify_plan.value, verify_tolerance, stricter,
+            "the plan fails verification (%s %.4g%s vs %.4g): searching again at tolerance %.4g",
+            metric.name, verify_plan.value,
+            f", median resampled set {verdict.resampled_median:.4g}" if verdict.failed_on_resamples_only else "",
+            verify_tolerance, stricter,
         )
         search_tolerance = stricter
     evaluator.progress.finish(metric.name, found.outcome.value, tolerance)

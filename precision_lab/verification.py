@@ -1,7 +1,10 @@
 """Judging a plan on feeds the search never saw, and saying plainly when it may not hold on new inputs.
 
 After the search, the final plan is evaluated on the verification feeds (disjoint from calibration and
-evaluation). With ``until_verified``, a plan that fails verification sends the search round again at a stricter
+evaluation). It passes them when its value passes the tolerance **and** so does the median of its value over
+bootstrap resamples of those feeds (:func:`verification_verdict`): a percentile of a dozen heavy-tailed samples
+sits between the two worst of them, and a plan that passes by less than that resolution fails on half the equally
+likely verification sets. With ``until_verified``, a plan that fails verification sends the search round again at a stricter
 *search* tolerance (:func:`tighten_tolerance`), until the plan passes both sets; the user's tolerance itself never
 changes. :func:`generalization_notice` collects every reason to doubt the plan into one warning with the fix.
 """
@@ -13,8 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from precision_lab.compare import Metric
+from precision_lab.criterion import Criterion
+from precision_lab.results import Evaluation
 
-__all__ = ["VerificationRound", "tighten_tolerance", "generalization_notice", "MIN_TRUSTED_EVAL_SAMPLES"]
+__all__ = [
+    "VerificationRound", "VerificationVerdict", "verification_verdict", "tighten_tolerance", "generalization_notice",
+    "MIN_TRUSTED_EVAL_SAMPLES",
+]
 
 MIN_TRUSTED_EVAL_SAMPLES = 8  # below this the evaluation set cannot speak for new inputs
 
@@ -28,6 +36,7 @@ class VerificationRound:
     eval_value: float
     verify_value: float
     verify_passed: bool
+    verify_resampled_median: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -35,8 +44,41 @@ class VerificationRound:
             "fp32_layers": list(self.fp32_layers),
             "eval_value": self.eval_value,
             "verify_value": self.verify_value,
+            "verify_resampled_median": self.verify_resampled_median,
             "verify_passed": self.verify_passed,
         }
+
+
+@dataclass(frozen=True)
+class VerificationVerdict:
+    """A plan on the verification feeds: its ``value``, the median of that value over bootstrap resamples of the
+    feeds (``None`` without per-sample values), whether it ``passed`` (both meet the tolerance), and the value that
+    decided (the worse of the two)."""
+
+    value: float
+    resampled_median: float | None
+    passed: bool
+    deciding_value: float
+
+    @property
+    def failed_on_resamples_only(self) -> bool:
+        """It meets the tolerance on the feeds themselves, but not on the median resampled set."""
+        return not self.passed and self.deciding_value != self.value
+
+
+def verification_verdict(
+    record: Evaluation, metric: Metric, criterion: Criterion, tolerance: float, value: float | None = None
+) -> VerificationVerdict:
+    """Judge a plan's verification ``record`` against ``tolerance``: it passes when its value (``value`` if given,
+    e.g. a custom metric's aggregate) passes and so does the median of that value over 2000 bootstrap resamples of
+    the verification feeds (seed 0)."""
+    value = record.value(metric, criterion) if value is None else value
+    middle = record.interval(metric, criterion, level=0.0)  # a 0 % interval is the resampled median
+    median = None if middle is None or math.isnan(middle[0]) or math.isinf(middle[0]) else middle[0]
+    deciding = value
+    if median is not None and metric.passes(value, tolerance) and not metric.passes(median, tolerance):
+        deciding = median
+    return VerificationVerdict(value, median, metric.passes(deciding, tolerance), deciding)
 
 
 def _error(metric: Metric, value: float) -> float | None:
@@ -81,13 +123,21 @@ def generalization_notice(
     interval: tuple[float, float] | None,
     verify_value: float | None,
     verify_passed: bool | None,
+    verify_median: float | None = None,
     rounds: Sequence[VerificationRound],
     until_verified: bool,
     criterion: str,
 ) -> str | None:
     """One warning naming every reason the plan may not hold on new inputs, with the fix; ``None`` if none."""
     reasons = []
-    if verify_passed is False:
+    if verify_passed is False and verify_value is not None and metric.passes(verify_value, tolerance):
+        tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
+        reasons.append(
+            f"it passes the verification feeds it was not fitted to only by less than they can resolve{tried} "
+            f"({metric.name} {_fmt(verify_value)}, but {_fmt(verify_median)} on the median resampled set, vs "
+            f"tolerance {_fmt(tolerance)})"
+        )
+    elif verify_passed is False:
         tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
         reasons.append(
             f"it fails the verification feeds it was not fitted to{tried} ({metric.name} {_fmt(verify_value)} vs "

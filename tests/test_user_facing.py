@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO, SAMPLES, run_cli, write_random_feeds
 from test_report import browser, open_report  # noqa: F401 - the Chromium fixtures
 from user_facing_models import (
+    damped_and_amplified,
     cancelling_batchnorm,
     heavy_cnn,
     mixed_scale_concat,
@@ -173,6 +174,61 @@ def test_signal_is_each_layers_own_error_never_masked_by_inherited_error(tmp_pat
         assert set(signals) == {c.name for c in candidates}
         assert all(value > 0 for value in signals.values()), (recipe, signals)
         assert set(sorted(signals, key=signals.get)[-2:]) == {"conv3", "conv6"}, (recipe, signals)
+
+
+def _signal_setup(model: Path, data: Path, recipe: str = "trt"):
+    from precision_lab.calibration import calibrate
+    from precision_lab.data import make_dataset
+    from precision_lab.model import input_specs, list_candidates, load_model, prepare_model
+    from precision_lab.qdq import QdqBuilder, resolve_op_types, tensors_to_calibrate
+
+    dataset, _ = make_dataset(input_specs(load_model(model)[0]), data_dir=data, calib_samples=16, eval_samples=8)
+    prepared = prepare_model(model)
+    candidates = list_candidates(prepared, op_types=resolve_op_types(recipe, None))
+    ranges = calibrate(prepared, dataset.calib, tensors=tensors_to_calibrate(prepared, candidates, recipe),
+                       fingerprint=dataset.calib_fingerprint)
+    return dataset, prepared, candidates, QdqBuilder(prepared, candidates, ranges, recipe=recipe)
+
+
+def _rel_l2_at(model_bytes: bytes, reference_bytes: bytes, tensor: str, reference: str, feeds) -> float:
+    import numpy as np
+
+    from precision_lab.ort_session import create_session
+
+    run, ref = create_session(model_bytes), create_session(reference_bytes)
+    err = total = 0.0
+    for feed in feeds:
+        y, r = run.run([tensor], dict(feed))[0], ref.run([reference], dict(feed))[0]
+        err, total = err + float(np.sum((y - r) ** 2)), total + float(np.sum(r.astype(np.float64) ** 2))
+    return (err / total) ** 0.5
+
+
+def test_signal_carries_each_layers_error_to_the_output_it_reaches(tmp_path):
+    """``conv_loud`` has by far the larger INT8 error of its own, but a x0.001 Mul damps it before the output;
+    ``conv_quiet``'s small error is amplified x30. The signal is the error each one causes at the output alone
+    (its measured ``isolate`` value, within 5 %), so ``conv_quiet`` ranks first; a layer's own error alone ranks
+    them the other way round."""
+    from precision_lab.signals import SHADOW, layer_signals, shadow_model
+
+    model = damped_and_amplified(tmp_path / "damped.onnx")
+    dataset, prepared, candidates, builder = _signal_setup(model, write_random_feeds(model, tmp_path / "data", 24))
+    names = [c.name for c in candidates]
+    reference = prepared.model.SerializeToString()
+    isolate = {
+        layer: _rel_l2_at(builder.build_qdq([n for n in names if n != layer]).SerializeToString(), reference, "out",
+                          "out", dataset.eval[:8])
+        for layer in names
+    }
+    assert isolate["conv_quiet"] > 100 * isolate["conv_loud"]
+    shadow, pairs = shadow_model(prepared.model, builder.build_qdq(()), names)
+    own = {layer: _rel_l2_at(shadow.SerializeToString(), shadow.SerializeToString(), pairs[layer][0][0],
+                             pairs[layer][0][1], dataset.eval[:8]) for layer in names}
+    assert own["conv_loud"] > 3 * own["conv_quiet"]  # the trap: own errors rank them the other way
+    assert pairs["conv_loud"][0][0] == "y_loud" + SHADOW
+    signals = layer_signals(prepared, builder, candidates, dataset.eval)
+    assert signals["conv_quiet"] > signals["conv_loud"]
+    for layer in names:
+        assert signals[layer] == pytest.approx(isolate[layer], rel=0.05), (layer, signals, isolate)
 
 
 # ---------------------------------------------------------------------------------------- digits and charts

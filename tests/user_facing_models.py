@@ -40,6 +40,39 @@ def mixed_scale_concat(path: Path) -> Path:
     return _save(nodes, [x], [out], inits, path)
 
 
+def damped_and_amplified(path: Path) -> Path:
+    """Two convolutions whose own INT8 errors and effects on the output rank in opposite orders::
+
+        x -> x[0.001, 1, 1] -> conv_loud (one weight 40x the others per channel) -> x0.001 -+
+        x ------------------> conv_quiet (weights of one magnitude)          -> x30    -+-> add -> out
+
+    ``conv_loud``'s large weights (on the nearly silent input channel 0) set coarse INT8 steps for the small
+    weights that make its output, but that output is damped a thousandfold; ``conv_quiet`` rounds well, but
+    whatever error it has is amplified thirtyfold into ``out``."""
+    rng = np.random.default_rng(0)
+    loud = (rng.standard_normal((4, 3, 3, 3)) * 0.05).astype(np.float32)
+    loud[:, 0, 1, 1] = 2.0  # one large weight per output channel sets that channel's INT8 step
+    quiet = (rng.choice([-1.0, 1.0], (4, 3, 3, 3)) * rng.uniform(0.18, 0.22, (4, 3, 3, 3))).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(loud, "w_loud"),
+        numpy_helper.from_array(quiet, "w_quiet"),
+        numpy_helper.from_array(np.array([1e-3, 1.0, 1.0], np.float32).reshape(1, 3, 1, 1), "silence"),
+        numpy_helper.from_array(np.array(1e-3, np.float32), "damp"),
+        numpy_helper.from_array(np.array(30.0, np.float32), "gain"),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["x", "silence"], ["x_loud"], name="silence_mul"),
+        helper.make_node("Conv", ["x_loud", "w_loud"], ["y_loud"], name="conv_loud", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w_quiet"], ["y_quiet"], name="conv_quiet", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["y_loud", "damp"], ["z_loud"], name="damp_mul"),
+        helper.make_node("Mul", ["y_quiet", "gain"], ["z_quiet"], name="gain_mul"),
+        helper.make_node("Add", ["z_loud", "z_quiet"], ["out"], name="add"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])
+    return _save(nodes, [x], [out], inits, path)
+
+
 def symbolic_output(path: Path) -> Path:
     """``y`` = x @ W (judged) and ``idx`` = Cast(NonZero(x)): ``idx``'s last dimension is known only at run time,
     so an ``--output-slice`` on it can be checked only while comparing."""

@@ -236,6 +236,16 @@ def _cost_section(result: SweepResult) -> str:
     )
 
 
+def _resampled_note(round_: dict, result: SweepResult) -> str:
+    """' ✗' for a failed verification round, with the median resampled value when that is what failed."""
+    if round_["verify_passed"]:
+        return ""
+    median = round_.get("verify_resampled_median")
+    if median is not None and result.metric_obj.passes(round_["verify_value"], float(result.verification["tolerance"])):
+        return f" ✗ (median resampled set {_e(_num(median))})"
+    return " ✗"
+
+
 def _samples_section(result: SweepResult) -> str:
     """The verdict on the evaluation and verification feeds, the per-sample spread, and the hardest inputs."""
     metric, verification = result.metric, result.verification
@@ -249,17 +259,23 @@ def _samples_section(result: SweepResult) -> str:
     ]
     if "value" in verification:
         verdict = "passes" if verification["passed"] else "<b class=warn-text>fails</b>"
+        median = verification.get("resampled_median")
+        why = ""
+        if not verification["passed"] and median is not None and result.metric_obj.passes(
+                verification["value"], float(verification["tolerance"])):
+            why = (f": within it on these samples, but not on the median of 2000 resampled sets of them "
+                   f"({_e(_num(median))}), so it passes by less than they can resolve")
         lines.append(
             f"<p>Verification set, {_e(verification['samples'])} samples the search never saw: "
             f"<b>{_e(_num(verification['value']))}</b>, {verdict} tolerance {_e(_num(float(verification['tolerance'])))}"
-            f" (all INT8 {_e(_num(verification.get('all_int8')))}, all FP32 {_e(_num(verification.get('all_fp32')))}).</p>"
+            f"{why} (all INT8 {_e(_num(verification.get('all_int8')))}, all FP32 {_e(_num(verification.get('all_fp32')))}).</p>"
         )
         rounds = verification.get("rounds", [])
         if len(rounds) > 1:
             rows = [_row(["round", "search tolerance", "FP32 layers", "evaluation", "verification"], header=True)]
             for i, r in enumerate(rounds, 1):
                 rows.append(_row([i, _e(_num(r["search_tolerance"])), len(r["fp32_layers"]), _e(_num(r["eval_value"])),
-                                  _e(_num(r["verify_value"])) + ("" if r["verify_passed"] else " ✗")]))
+                                  _e(_num(r["verify_value"])) + _resampled_note(r, result)]))
             lines.append("<p>The plan failed verification, so the search ran again at a stricter tolerance:</p>"
                          "<table>" + "".join(rows) + "</table>")
     else:

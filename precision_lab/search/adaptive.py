@@ -1,9 +1,10 @@
 """Adaptive search: a verified 1-minimal plan from a signal order, with group tests instead of a sensitivity pass.
 
 1. Baselines (shared with every strategy).
-2. Two checks of the order (most suspicious first): ``isolate`` plans of the ceil(log2 N) layers it trusts
+2. Checks of the order (most suspicious first): ``isolate`` plans of the ceil(log2 N) layers it trusts
    most (:func:`order_is_wrong`: none may fail or add more than a typical layer's error), then its first
-   half (must pass; this is also the first bisection step).
+   half, and when that fails (more than half the layers may be needed: PP-OCRv4 det needs 27 to 31 of 64) its
+   first three quarters; one of the two must pass. They are also the first bisection steps.
 3. Order right: bisection for the shortest passing prefix (its last layer is needed, and the failing prefix
    before it is its proof); group pruning of the rest of the prefix, least suspicious first
    (:func:`group_prune`, adaptive splitting in Hwang's manner); then the full mode's pruning passes
@@ -13,7 +14,8 @@
    are not lost), its bisection and its pruning, with two shortcuts: prefixes too short to hold every layer that
    breaks the plan alone are known to fail and not evaluated, and those layers alone are tried first when the
    other layers' isolate errors add up to little. On a monotone problem the plan is the full mode's, and
-   evaluations exceed the full mode's only by the first-half check and a first try that fails (at most 2).
+   evaluations exceed the full mode's only by the order checks that failed and a first try that fails (at
+   most 3).
 
 Evaluations with k needed layers among N, when the order puts them first: 2 baselines, ceil(log2 N) probes,
 ceil(log2 N) bisection steps (the first-half check among them), k - 1 pruning tests and at most k - 1 fresh
@@ -68,8 +70,13 @@ def adaptive_plan_search(
     failed = [all_int8, *(probe for probe in probes if not probe.passed)]
     if not wrong and half >= 2:
         (first,) = yield [level.apply(start, order[:half])]
-        wrong = not first.passed
         failed.append(first)
+        if not first.passed and len(order) - half >= 2:  # more than half may be needed: try three quarters
+            (second,) = yield [level.apply(start, order[: (half + len(order)) // 2])]
+            first = second
+            if not second.passed:
+                failed.append(second)
+        wrong = not first.passed
     if not wrong:
         found = yield from _prefix_then_prune(order, all_int8, all_fp32, 0, group_prune, level, start)
         return found

@@ -5,9 +5,8 @@
 2. Bisection over the ranking for the shortest passing prefix.
 3. Pruning passes: try returning each pinned layer to the base precision, least sensitive first, keeping it
    there when the plan still passes. A pass that returned a layer makes earlier proofs stale, so passes repeat
-   (skipping layers whose proof is current, and trying first the stale ones whose failing plan came closest to
-   the passing plan's value) until every pinned layer L has an evaluated, failing plan equal to the final plan
-   minus L: the proof of 1-minimality.
+   (skipping layers whose proof is current) until every pinned layer L has an evaluated, failing plan equal to
+   the final plan minus L: the proof of 1-minimality.
 
 Plans are :class:`~precision_lab.precisions.PrecisionPlan`: ``start`` with the pinned layers at ``level.raised``
 (default: INT8 everywhere, pinned layers FP32).
@@ -121,9 +120,7 @@ def prune(
     current = list(current)
     plan_of = partial(level.apply, start)
     while True:
-        for name in _pruning_order(current, evidence, best):
-            if name not in current:
-                continue
+        for name in reversed(list(current)):
             trial = plan_of(set(current) - {name})
             if name in evidence and evidence[name].plan == trial:
                 continue
@@ -136,17 +133,3 @@ def prune(
                 evidence[name] = outcome
         if all(evidence[name].plan == plan_of(set(current) - {name}) for name in current):
             return current, best
-
-
-def _pruning_order(current: Sequence[str], evidence: Mapping[str, Outcome], best: Outcome) -> list[str]:
-    """The order of one pruning pass: layers never tried, least sensitive first; then the layers whose proof went
-    stale when another layer left, those whose failing plan came closest to the passing plan's value first (the
-    likeliest to leave now: a removal found early in the pass leaves the later proofs current)."""
-    untried = [name for name in reversed(current) if name not in evidence]
-    stale = [name for name in reversed(current) if name in evidence]
-
-    def distance(name: str) -> float:
-        gap = abs(evidence[name].value - best.value)
-        return gap if gap == gap else float("inf")  # NaN (a failed evaluation) last
-
-    return untried + sorted(stale, key=distance)

@@ -133,6 +133,8 @@ def concat_fractions(fp32: onnx.ModelProto, feed: Feed, slices: Sequence[OutputS
             consumers[t].append(node)
     fractions: dict[tuple[str, OutputSlice], list[float]] = {}
     shapes: dict[str, tuple[int, ...]] | None = None
+    floats = set(_float_tensors(fp32))
+    constants = {init.name: tuple(int(d) for d in init.dims) for init in graph.initializer}
     for output in dict.fromkeys(s.output for s in slices):
         ancestors: set[str] = set()
         pending = [output]
@@ -142,7 +144,7 @@ def concat_fractions(fp32: onnx.ModelProto, feed: Feed, slices: Sequence[OutputS
                 ancestors.add(node.name)
                 pending.extend(node.input)
         for concat in graph.node:
-            if concat.op_type != "Concat" or concat.name not in ancestors:
+            if concat.op_type != "Concat" or concat.name not in ancestors or concat.output[0] not in floats:
                 continue
             below, pending = set(), list(concat.output)
             while pending:
@@ -152,10 +154,13 @@ def concat_fractions(fp32: onnx.ModelProto, feed: Feed, slices: Sequence[OutputS
                         pending.extend(node.output)
             if any(node.op_type not in DATA_MOVEMENT for node in graph.node if node.name in below & ancestors):
                 continue
-            if shapes is None:
-                names = [t for node in graph.node if node.op_type == "Concat" for t in node.input]
+            if shapes is None:  # the float Concats' inputs, from one run (constants from their dims)
+                names = list(dict.fromkeys(
+                    t for node in graph.node if node.op_type == "Concat" and node.output[0] in floats
+                    for t in node.input if t and t not in constants
+                ))
                 values = create_session(_exposing(fp32, names)).run(names, dict(feed))
-                shapes = {name: np.shape(value) for name, value in zip(names, values)}
+                shapes = {**constants, **{name: np.shape(value) for name, value in zip(names, values)}}
             axis = next(a.i for a in concat.attribute if a.name == "axis")
             labels = np.concatenate(
                 [np.full(shapes[t], LABEL * (i + 1), np.float32) for i, t in enumerate(concat.input)], axis=axis

@@ -231,6 +231,42 @@ def test_signal_carries_each_layers_error_to_the_output_it_reaches(tmp_path):
         assert signals[layer] == pytest.approx(isolate[layer], rel=0.05), (layer, signals, isolate)
 
 
+def test_signal_gives_no_weight_to_a_branch_outside_the_judged_slice(mixed):
+    """``out`` = Concat(box, mid, score) judged on the score channel only: the box and mid convolutions cannot
+    change it (their ``isolate`` value on the slice is 0), however large their error on the whole output. The
+    slice's elements are traced back through the Concat, so their signal is 0 and the score convolution's matches
+    its measured ``isolate`` value."""
+    from precision_lab.compare import OutputSlice
+    from precision_lab.signals import layer_signals
+
+    model, data = mixed
+    dataset, prepared, candidates, builder = _signal_setup(model, data)
+    score = OutputSlice("out", 1, 2, 3)
+    names = [c.name for c in candidates]
+    signals = layer_signals(prepared, builder, candidates, dataset.eval, slices=[score])
+    reference = prepared.model.SerializeToString()
+    isolate = {}
+    for layer in names:
+        quantized = builder.build_qdq([n for n in names if n != layer])
+        isolate[layer] = _sliced_rel_l2(quantized.SerializeToString(), reference, score, dataset.eval[:8])
+    assert isolate["conv_box"] == isolate["conv_mid"] == 0.0 and isolate["conv_score"] > 0
+    assert signals["conv_box"] == signals["conv_mid"] == 0.0, signals
+    assert signals["conv_score"] == pytest.approx(isolate["conv_score"], rel=0.05), (signals, isolate)
+
+
+def _sliced_rel_l2(model_bytes: bytes, reference_bytes: bytes, part, feeds) -> float:
+    import numpy as np
+
+    from precision_lab.ort_session import create_session
+
+    run, ref = create_session(model_bytes), create_session(reference_bytes)
+    err = total = 0.0
+    for feed in feeds:
+        y, r = part.take(run.run(["out"], dict(feed))[0]), part.take(ref.run(["out"], dict(feed))[0])
+        err, total = err + float(np.sum((y - r) ** 2)), total + float(np.sum(r.astype(np.float64) ** 2))
+    return (err / total) ** 0.5
+
+
 # ---------------------------------------------------------------------------------------- digits and charts
 
 

@@ -157,6 +157,37 @@ def test_verification_fails_a_plan_that_passes_by_less_than_its_feeds_resolve():
     assert verification_verdict(bare, get_metric("accuracy"), Criterion("aggregate"), 0.8, 0.9).passed
 
 
+def test_terminal_and_report_say_when_only_the_resampled_set_fails(capsys):
+    """A plan that meets the tolerance on its verification feeds but not on the median resampled set: the
+    terminal and the report say which value failed, never a bare "FAILS" next to a value below the tolerance."""
+    from types import SimpleNamespace
+
+    from precision_lab.cli import _print_verdict
+    from precision_lab.report.html import _resampled_note
+
+    rounds = [
+        {"search_tolerance": 0.05, "fp32_layers": ["a"], "eval_value": 0.0498, "verify_value": 0.0492,
+         "verify_resampled_median": 0.0551, "verify_passed": False},
+        {"search_tolerance": 0.04, "fp32_layers": ["a", "b"], "eval_value": 0.0396, "verify_value": 0.0472,
+         "verify_resampled_median": 0.0472, "verify_passed": True},
+    ]
+    result = SimpleNamespace(
+        metric={"name": "rel-l2", "tolerance": 0.05, "criterion": "p90"}, metric_obj=REL_L2,
+        verification={"samples": 12, "value": 0.0492, "resampled_median": 0.0551, "passed": False,
+                      "tolerance": 0.05, "search_tolerance": 0.05, "rounds": rounds[:1]},
+        confidence={}, data={"eval_samples": 24}, plan=SimpleNamespace(value=0.0498), worst_inputs=lambda count: [],
+    )
+    _print_verdict(result)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "verification" in line)
+    assert "0.0492 FAILS on the median resampled set (0.0551 vs tolerance 0.05)" in line, line
+    assert _resampled_note(rounds[0], result) == " ✗ (median resampled set 0.0551)"
+    assert _resampled_note(rounds[1], result) == ""
+    result.verification |= {"value": 0.0612, "resampled_median": 0.0640}
+    _print_verdict(result)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "verification" in line)
+    assert "0.0612 FAILS (tolerance 0.05)" in line, line
+
+
 # ------------------------------------------------------------------------------------ task metrics
 
 

@@ -301,15 +301,10 @@ def _print_cost(cost: dict) -> None:
     print(line)
 
 
-def _only_resamples_fail(result) -> bool:
-    """The plan's verification value meets the tolerance, but the median over resampled verification sets does not."""
-    verification, metric = result.verification, result.metric_obj
-    median = verification.get("resampled_median")
-    return median is not None and metric.passes(verification["value"], verification["tolerance"])
-
-
 def _print_verdict(result) -> None:
     """The plan's value on the evaluation and verification sets, its confidence interval, the hardest inputs."""
+    from precision_lab.verification import fails_on_resamples_only
+
     metric, verification = result.metric, result.verification
     interval = result.confidence.get("plan")
     ci = f" (95% CI {_fmt(interval[0])} to {_fmt(interval[1])})" if interval else ""
@@ -319,7 +314,8 @@ def _print_verdict(result) -> None:
     print(f"  evaluation ({result.data['eval_samples']} samples, {judged}): {_fmt(result.plan.value)}{ci}")
     if "value" in verification:
         verdict = "passes" if verification["passed"] else f"FAILS (tolerance {_fmt(verification['tolerance'])})"
-        if not verification["passed"] and _only_resamples_fail(result):
+        if fails_on_resamples_only(result.metric_obj, passed=verification["passed"], value=verification["value"],
+                                   median=verification.get("resampled_median"), tolerance=verification["tolerance"]):
             verdict = (f"FAILS on the median resampled set ({_fmt(verification['resampled_median'])} vs tolerance "
                        f"{_fmt(verification['tolerance'])})")
         rounds = len(verification.get("rounds", []))

@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from precision_lab.compare import OutputSlice
 from precision_lab.data import Feed
+from precision_lab.fp16 import float_tensors
 
 __all__ = ["DATA_MOVEMENT", "Part", "concat_fractions", "error_energies", "tensor_gains"]
 
@@ -51,9 +52,9 @@ Part = tuple[str, OutputSlice | None]
 
 
 def _float_tensors(model: onnx.ModelProto) -> list[str]:
-    graph = model.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*graph.value_info, *graph.output]}
-    return [t for node in graph.node for t in node.output if t and types.get(t) == TensorProto.FLOAT]
+    """The FP32 tensors main-graph nodes write, in graph order (:func:`precision_lab.fp16.float_tensors`)."""
+    floats = float_tensors(model)
+    return [t for node in model.graph.node for t in node.output if t in floats]
 
 
 def _size(model: onnx.ModelProto) -> dict[str, int]:

@@ -20,8 +20,8 @@ from precision_lab.criterion import Criterion
 from precision_lab.results import Evaluation
 
 __all__ = [
-    "VerificationRound", "VerificationVerdict", "verification_verdict", "tighten_tolerance", "generalization_notice",
-    "MIN_TRUSTED_EVAL_SAMPLES",
+    "VerificationRound", "VerificationVerdict", "verification_verdict", "fails_on_resamples_only", "tighten_tolerance",
+    "generalization_notice", "MIN_TRUSTED_EVAL_SAMPLES",
 ]
 
 MIN_TRUSTED_EVAL_SAMPLES = 8  # below this the evaluation set cannot speak for new inputs
@@ -81,6 +81,14 @@ def verification_verdict(
     return VerificationVerdict(value, median, metric.passes(deciding, tolerance), deciding)
 
 
+def fails_on_resamples_only(
+    metric: Metric, *, passed: bool | None, value: float | None, median: float | None, tolerance: float
+) -> bool:
+    """A failed verification whose ``value`` meets ``tolerance``: the median resampled set decided it (what the
+    terminal, the report and the warning say instead of a bare failure)."""
+    return passed is False and value is not None and median is not None and metric.passes(value, tolerance)
+
+
 def _error(metric: Metric, value: float) -> float | None:
     """Distance of ``value`` from a perfect result, where the metric has a perfect value (else ``None``)."""
     if metric.name == "sqnr":
@@ -130,15 +138,15 @@ def generalization_notice(
 ) -> str | None:
     """One warning naming every reason the plan may not hold on new inputs, with the fix; ``None`` if none."""
     reasons = []
-    if verify_passed is False and verify_value is not None and metric.passes(verify_value, tolerance):
-        tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
+    tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
+    if fails_on_resamples_only(metric, passed=verify_passed, value=verify_value, median=verify_median,
+                               tolerance=tolerance):
         reasons.append(
             f"it passes the verification feeds it was not fitted to only by less than they can resolve{tried} "
             f"({metric.name} {_fmt(verify_value)}, but {_fmt(verify_median)} on the median resampled set, vs "
             f"tolerance {_fmt(tolerance)})"
         )
     elif verify_passed is False:
-        tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
         reasons.append(
             f"it fails the verification feeds it was not fitted to{tried} ({metric.name} {_fmt(verify_value)} vs "
             f"tolerance {_fmt(tolerance)})"

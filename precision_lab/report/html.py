@@ -29,6 +29,7 @@ from precision_lab.report.plots import (
 from precision_lab.console import fmt_value
 from precision_lab.report.samples import plot_samples
 from precision_lab.results import Evaluation, SweepResult
+from precision_lab.verification import fails_on_resamples_only
 
 __all__ = ["render_report", "write_report", "REPORT_NAME"]
 
@@ -241,7 +242,8 @@ def _resampled_note(round_: dict, result: SweepResult) -> str:
     if round_["verify_passed"]:
         return ""
     median = round_.get("verify_resampled_median")
-    if median is not None and result.metric_obj.passes(round_["verify_value"], float(result.verification["tolerance"])):
+    if fails_on_resamples_only(result.metric_obj, passed=False, value=round_["verify_value"], median=median,
+                               tolerance=float(result.verification["tolerance"])):
         return f" ✗ (median resampled set {_e(_num(median))})"
     return " ✗"
 
@@ -261,8 +263,8 @@ def _samples_section(result: SweepResult) -> str:
         verdict = "passes" if verification["passed"] else "<b class=warn-text>fails</b>"
         median = verification.get("resampled_median")
         why = ""
-        if not verification["passed"] and median is not None and result.metric_obj.passes(
-                verification["value"], float(verification["tolerance"])):
+        if fails_on_resamples_only(result.metric_obj, passed=verification["passed"], value=verification["value"],
+                                   median=median, tolerance=float(verification["tolerance"])):
             why = (f": within it on these samples, but not on the median of 2000 resampled sets of them "
                    f"({_e(_num(median))}), so it passes by less than they can resolve")
         lines.append(

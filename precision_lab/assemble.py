@@ -213,17 +213,19 @@ def assemble_result(
     }
     verification: dict = {"samples": len(dataset.verify)}
     if run.rounds and run.verify_outcomes is not None:
-        last = run.rounds[-1]
+        last = run.rounds[-1].to_json()
         verify_plan, verify_int8, verify_fp32 = run.verify_outcomes
         verification |= {
-            "value": last.verify_value,
-            "resampled_median": last.verify_resampled_median,
-            "passed": last.verify_passed,
+            "value": last["verify_value"],
+            "resampled_median": last["verify_resampled_median"],
+            "passed": last["verify_passed"],
+            "held_back_passed": last["held_back_passed"],
+            "with_calibration": last["with_calibration"],
             "tolerance": run.verify_tolerance,
             "all_int8": verify_int8.value,
             "all_fp32": verify_fp32.value,
             "key": verify_plan.key,
-            "search_tolerance": last.search_tolerance,
+            "search_tolerance": last["search_tolerance"],
             "until_verified": options.until_verified,
             "rounds": [r.to_json() for r in run.rounds],
         }
@@ -233,9 +235,7 @@ def assemble_result(
         eval_samples=len(dataset.eval),
         verify_samples=len(dataset.verify),
         interval=confidence["plan"],
-        verify_value=verification.get("value"),
-        verify_passed=verification.get("passed"),
-        verify_median=verification.get("resampled_median"),
+        verification=verification,
         rounds=run.rounds,
         until_verified=options.until_verified,
         criterion=criterion.name,
@@ -319,6 +319,9 @@ def assemble_result(
         backend_info=session.backend.info() | {"reason": session.backend_reason},
         verification=verification,
         verification_records=verification_records,
+        with_calibration_records=(
+            session.unjudged_verifier.records() if session.unjudged_verifier is not None else ()
+        ),
         confidence=confidence,
         notices=notices,
         precision_levels=tuple(options.precisions),

@@ -280,7 +280,7 @@ def _print_sweep(result, top: int) -> None:
     _print_verdict(result)
     _print_cost(result.cost)
     print(
-        f"{len(result.evaluation_records) + len(result.verification_records)} evaluations, {result.wall_seconds:.1f} s. "
+        f"{len(result.all_records)} evaluations, {result.wall_seconds:.1f} s. "
         f"Outputs in {result.out_dir}/ (plan.json, plan.onnx, sensitivity.csv, report.html)"
     )
 
@@ -303,7 +303,7 @@ def _print_cost(cost: dict) -> None:
 
 def _print_verdict(result) -> None:
     """The plan's value on the evaluation and verification sets, its confidence interval, the hardest inputs."""
-    from precision_lab.verification import fails_on_resamples_only
+    from precision_lab.verification import failure_reason
 
     metric, verification = result.metric, result.verification
     interval = result.confidence.get("plan")
@@ -314,10 +314,12 @@ def _print_verdict(result) -> None:
     print(f"  evaluation ({result.data['eval_samples']} samples, {judged}): {_fmt(result.plan.value)}{ci}")
     if "value" in verification:
         verdict = "passes" if verification["passed"] else f"FAILS (tolerance {_fmt(verification['tolerance'])})"
-        if fails_on_resamples_only(result.metric_obj, passed=verification["passed"], value=verification["value"],
-                                   median=verification.get("resampled_median"), tolerance=verification["tolerance"]):
-            verdict = (f"FAILS on the median resampled set ({_fmt(verification['resampled_median'])} vs tolerance "
-                       f"{_fmt(verification['tolerance'])})")
+        reason = failure_reason(result.metric_obj, verification, verification["tolerance"])
+        if reason:
+            verdict = f"FAILS {reason[0]} ({_fmt(reason[1])} vs tolerance {_fmt(verification['tolerance'])})"
+        wide = verification.get("with_calibration")
+        if wide and not reason:
+            verdict += f"; with the calibration feeds ({wide['samples']} samples) {_fmt(wide['value'])}"
         rounds = len(verification.get("rounds", []))
         searched = f", searched at tolerance {_fmt(verification['search_tolerance'])}" if rounds > 1 else ""
         print(

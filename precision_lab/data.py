@@ -69,6 +69,19 @@ class DataSet:
     eval_targets: tuple | None = None
     verify_targets: tuple | None = None
     targets_fingerprint: str = ""
+    calib_targets: tuple | None = None
+
+    @property
+    def unjudged(self) -> tuple[Feed, ...]:
+        """The verification feeds, then the calibration feeds: every feed the search never judged a plan on."""
+        return self.verify + self.calib
+
+    @property
+    def unjudged_targets(self) -> tuple | None:
+        """The task labels of :attr:`unjudged` (``None`` without labels)."""
+        if self.verify_targets is None or self.calib_targets is None:
+            return None
+        return self.verify_targets + self.calib_targets
 
 
 def _load_npz(path: Path) -> Feed:
@@ -374,6 +387,7 @@ def make_dataset(
         verify_fingerprint=feeds_fingerprint(verify),
         eval_targets=None if targets is None else tuple(targets[i] for i in eval_index),
         verify_targets=None if targets is None else tuple(targets[i] for i in verify_index),
+        calib_targets=None if targets is None else tuple(targets[i] for i in calib_index),
         targets_fingerprint="" if targets is None else _labels_fingerprint(targets),
     )
     return dataset, warnings

@@ -31,5 +31,4 @@ def write_outputs(result: SweepResult, builder: QdqBuilder, out: Path, *, evalua
     write_text_atomic(out / "sensitivity.csv", result.layers.to_csv(index=False))
     write_text_atomic(out / RESULT_NAME, json.dumps(result.to_json(), indent=1) + "\n")
     write_report(result, out)
-    total = len(result.evaluation_records) + len(result.verification_records)
-    log.info("wrote %s (%d evaluations this run, %d in total)", out, evaluations_run, total)
+    log.info("wrote %s (%d evaluations this run, %d in total)", out, evaluations_run, len(result.all_records))

@@ -71,7 +71,7 @@ def plan_document(result: SweepResult, plan_onnx: str | os.PathLike) -> dict:
             "notices": list(result.notices),
             "evidence": plan.evidence,
             "baselines": result.baselines,
-            "evaluations": len(result.evaluation_records) + len(result.verification_records),
+            "evaluations": len(result.all_records),
             "sensitivity": result.sensitivity,
             "plan_onnx": str(plan_onnx),
             "exports": result.exports or explicit_commands(plan_onnx),

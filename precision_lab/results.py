@@ -280,10 +280,16 @@ class SweepResult:
     backend_info: dict = field(default_factory=dict)
     verification: dict = field(default_factory=dict)
     verification_records: tuple[Evaluation, ...] = ()
+    with_calibration_records: tuple[Evaluation, ...] = ()  # on the verification feeds, then the calibration feeds
     confidence: dict = field(default_factory=dict)
     notices: tuple[str, ...] = ()
     precision_levels: tuple[str, ...] = ("int8", "fp32")  # the levels the plan was searched over, lowest first
     cost: dict = field(default_factory=dict)  # what the plans cost on the target GPU ({"error": why} if unknown)
+
+    @property
+    def all_records(self) -> tuple[Evaluation, ...]:
+        """Every evaluation of the sweep: on the evaluation set, the verification set and the two checks' union."""
+        return self.evaluation_records + self.verification_records + self.with_calibration_records
 
     @property
     def metric_obj(self) -> Metric:
@@ -297,46 +303,55 @@ class SweepResult:
     @property
     def samples(self):
         """One row per evaluated plan, data set, sample (data file) and part: ``key``, ``plan`` (``plan``,
-        ``all_int8``, ``all_fp32`` or ``""``), ``set`` (``evaluation``/``verification``), ``sample``, ``part``,
-        ``value`` of the sweep's metric on that sample alone."""
+        ``all_int8``, ``all_fp32`` or ``""``), ``set`` (``evaluation``/``verification``/``calibration``),
+        ``sample``, ``part``, ``value`` of the sweep's metric on that sample alone."""
         import pandas as pd
 
         metric = self.metric_obj
-        names = {"evaluation": self.data.get("eval_feeds", []), "verification": self.data.get("verify_feeds", [])}
+        names = {"evaluation": self.data.get("eval_feeds", []), "verification": self.data.get("verify_feeds", []),
+                 "calibration": [*self.data.get("verify_feeds", []), *self.data.get("calib_feeds", [])]}
         roles = {self.plan.key: "plan"}
         everything = [layer.name for layer in self.layer_results]
         rows = []
-        for data_set, records in (("evaluation", self.evaluation_records), ("verification", self.verification_records)):
+        sets = (("evaluation", self.evaluation_records), ("verification", self.verification_records),
+                ("calibration", self.with_calibration_records))
+        for data_set, records in sets:
             for record in records:
                 role = roles.get(record.key, "")
                 if not record.fp32_layers:
                     role = "all_int8"
                 elif sorted(record.fp32_layers) == sorted(everything):
                     role = "all_fp32"
-                elif data_set == "verification" and sorted(record.fp32_layers) == sorted(self.plan.fp32_layers):
+                elif data_set != "evaluation" and sorted(record.fp32_layers) == sorted(self.plan.fp32_layers):
                     role = "plan"
+                skip = len(self.data.get("verify_feeds", [])) if data_set == "calibration" else 0
                 for part, values in record.sample_values(metric).items():
                     for i, value in enumerate(values):
+                        if i < skip:
+                            continue  # a verification feed: its row is the verification record's
                         sample = names[data_set][i] if i < len(names[data_set]) else f"#{i}"
                         rows.append((record.key, role, data_set, sample, part, value))
         return pd.DataFrame(rows, columns=["key", "plan", "set", "sample", "part", "value"])
 
     def worst_inputs(self, count: int = 3, *, data_set: str = "evaluation") -> list[tuple[str, str, float]]:
-        """The ``count`` hardest inputs for the final plan: ``(sample, part, value)``, worst first."""
+        """The ``count`` hardest inputs for the final plan in ``data_set`` (``evaluation``, ``verification`` or
+        ``calibration``): ``(sample, part, value)``, worst first."""
         metric = self.metric_obj
+        skip = 0
         if data_set == "evaluation":
             record = self.plan_record
             names = self.data.get("eval_feeds", [])
         else:
-            record = next(
-                (r for r in self.verification_records if sorted(r.fp32_layers) == sorted(self.plan.fp32_layers)), None
-            )
+            records = self.verification_records if data_set == "verification" else self.with_calibration_records
+            record = next((r for r in records if sorted(r.fp32_layers) == sorted(self.plan.fp32_layers)), None)
             names = self.data.get("verify_feeds", [])
+            if data_set == "calibration":  # those records judge the verification feeds, then the calibration feeds
+                skip, names = len(names), [*names, *self.data.get("calib_feeds", [])]
         if record is None or record.status != "ok":
             return []
         entries = [
             (names[i] if i < len(names) else f"#{i}", part, value)
-            for i, (part, value) in enumerate(record.worst_per_sample(metric))
+            for i, (part, value) in enumerate(record.worst_per_sample(metric)) if i >= skip
         ]
         sign = -1.0 if metric.higher_is_better else 1.0
         entries.sort(key=lambda e: -math.inf if math.isnan(e[2]) else -sign * e[2])
@@ -470,6 +485,7 @@ class SweepResult:
         data["layer_results"] = [asdict(layer) for layer in self.layer_results]  # scores, not the legacy columns
         data["evaluation_records"] = [record.to_json() for record in self.evaluation_records]
         data["verification_records"] = [record.to_json() for record in self.verification_records]
+        data["with_calibration_records"] = [record.to_json() for record in self.with_calibration_records]
         data["output_slices"] = list(self.output_slices)
         data["notices"] = list(self.notices)
         return _finite_or_text(data)
@@ -510,6 +526,9 @@ class SweepResult:
             backend_info=data.get("backend_info", {}),
             verification=data.get("verification", {}),
             verification_records=tuple(Evaluation.from_json(r) for r in data.get("verification_records", [])),
+            with_calibration_records=tuple(
+                Evaluation.from_json(r) for r in data.get("with_calibration_records", [])
+            ),
             confidence=data.get("confidence", {}),
             notices=tuple(data.get("notices", ())),
             precision_levels=tuple(data.get("precision_levels", ("int8", "fp32"))),

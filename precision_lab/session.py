@@ -17,7 +17,7 @@ from precision_lab.backends import Backend, reference_backend, resolve_backend
 from precision_lab.calibration import Ranges, calibrate
 from precision_lab.compare import OutputSlice
 from precision_lab.criterion import Criterion
-from precision_lab.data import DataSet, Feed, make_dataset, shapes_from_feeds
+from precision_lab.data import DataSet, Feed, feeds_fingerprint, make_dataset, shapes_from_feeds
 from precision_lab.errors import EvaluationError, InputError
 from precision_lab.evaluation import PlanRunner, WorkerSpec
 from precision_lab.evaluator import Evaluator, stable_hash
@@ -49,7 +49,8 @@ log = logging.getLogger("precision_lab")
 @dataclass
 class Session:
     """A sweep's set-up: data, prepared model, candidates, backend, ranges, Q/DQ builder and evaluators
-    (``verifier`` is ``None`` when there are no verification feeds)."""
+    (``verifier`` judges plans on the verification feeds, ``unjudged_verifier`` on those and the calibration feeds
+    together; both are ``None`` when there are no verification feeds)."""
 
     out: Path
     dataset: DataSet
@@ -65,6 +66,7 @@ class Session:
     setting: MetricSetting
     evaluator: Evaluator
     verifier: Evaluator | None
+    unjudged_verifier: Evaluator | None = None
 
     @property
     def names(self) -> list[str]:
@@ -100,12 +102,13 @@ class Session:
 
     @property
     def evaluations_run(self) -> int:
-        return self.evaluator.ran + (self.verifier.ran if self.verifier else 0)
+        return self.evaluator.ran + sum(v.ran for v in (self.verifier, self.unjudged_verifier) if v is not None)
 
     def close(self) -> None:
         self.evaluator.close()
-        if self.verifier is not None:
-            self.verifier.executor.close()
+        for verifier in (self.verifier, self.unjudged_verifier):
+            if verifier is not None:
+                verifier.executor.close()
 
 
 def reference_outputs(prepared: PreparedModel, feeds: Sequence[Feed], cache_dir: Path, fingerprint: str) -> ReferenceStore:
@@ -227,14 +230,14 @@ def open_session(
     names = [c.name for c in candidates]
     metric = setting.metric.name
 
-    def context(feeds_fingerprint: str) -> str:
+    def context(fingerprint: str) -> str:
         """Everything that affects an evaluation's result besides its plan (binary plans' keys hash it)."""
         return stable_hash(
             prepared.prepared_sha256,
             recipe,
             names,
             ranges.key,
-            feeds_fingerprint,
+            fingerprint,
             backend_obj.identity(),
             [s.label for s in slices],
             metric if task else None,
@@ -287,20 +290,24 @@ def open_session(
         criterion=criterion,
         early_stop=options.early_stop,
     )
-    verifier = None
-    if dataset.verify:
+    def verifier_on(feeds: tuple[Feed, ...], targets: tuple | None, fingerprint: str) -> Evaluator:
         verify_spec = replace(
             spec,
-            eval_feeds=tuple(dataset.verify),
-            reference=reference_outputs(prepared, dataset.verify, cache_dir, dataset.verify_fingerprint),
-            targets=dataset.verify_targets,
-            suffix_cache=None,  # three plans, each a full number: not worth an FP32 pass of their own
+            eval_feeds=feeds,
+            reference=reference_outputs(prepared, feeds, cache_dir, fingerprint),
+            targets=targets,
+            suffix_cache=None,  # a few plans, each a full number: not worth an FP32 pass of their own
         )
-        verifier = replace(
+        return replace(
             evaluator,
             executor=SerialExecutor(PlanRunner(builder, verify_spec, custom=task)),
-            context_key=context(dataset.verify_fingerprint),
+            context_key=context(fingerprint),
         )
+
+    verifier = unjudged_verifier = None
+    if dataset.verify:
+        verifier = verifier_on(dataset.verify, dataset.verify_targets, dataset.verify_fingerprint)
+        unjudged_verifier = verifier_on(dataset.unjudged, dataset.unjudged_targets, feeds_fingerprint(dataset.unjudged))
     return Session(
         out=out,
         dataset=dataset,
@@ -316,4 +323,5 @@ def open_session(
         setting=setting,
         evaluator=evaluator,
         verifier=verifier,
+        unjudged_verifier=unjudged_verifier,
     )

@@ -44,7 +44,9 @@ from precision_lab.settings import (
     check_target_gpu,
     resolve_metric,
 )
-from precision_lab.verification import VerificationRound, tighten_tolerance, verification_verdict
+from precision_lab.verification import (
+    VerificationRound, VerificationVerdict, failure_reason, tighten_tolerance, verification_verdict,
+)
 
 __all__ = ["sweep", "DEFAULT_TOLERANCES", "DEFAULT_MAX_DROPS", "default_out_dir", "MAX_VERIFY_ROUNDS"]
 
@@ -243,6 +245,24 @@ def _search(session: Session, make_strategy: Callable[[], Strategy[MinimalPlan]]
     return found
 
 
+def _verify_with_calibration(
+    session: Session, found: MinimalPlan, setting: MetricSetting, tolerance: float
+) -> tuple[VerificationVerdict | None, float]:
+    """The plan's verdict on the verification and calibration feeds together, and the tolerance it was judged by
+    (``None`` without verification feeds)."""
+    verifier = session.unjudged_verifier
+    if verifier is None:
+        return None, tolerance
+    if setting.max_drop is None:
+        (plan,) = verifier.evaluate([found.plan], "verification")
+        judged_by = tolerance
+    else:  # judged by the drop from the FP32 model's own score on these feeds
+        plan, fp32 = verifier.evaluate([found.plan, session.everything_fp32], "verification")
+        judged_by = fp32.value - setting.max_drop
+    verdict = verification_verdict(verifier.record(found.plan), setting.metric, verifier.criterion, judged_by, plan.value)
+    return verdict, judged_by
+
+
 def _search_until_verified(session: Session, options: SweepOptions, setting: MetricSetting) -> SearchRun:
     """The search, then the plan on the verification feeds; with ``until_verified``, more searches at stricter
     tolerances while the plan fails there (at most :data:`MAX_VERIFY_ROUNDS`)."""
@@ -267,22 +287,27 @@ def _search_until_verified(session: Session, options: SweepOptions, setting: Met
         verdict = verification_verdict(
             verifier.record(found.plan), metric, evaluator.criterion, verify_tolerance, verify_plan.value
         )
-        rounds.append(VerificationRound(
-            search_tolerance, tuple(found.pinned), found.outcome.value, verify_plan.value, verdict.passed,
-            verdict.resampled_median,
-        ))
-        if verdict.passed or not options.until_verified or len(rounds) >= MAX_VERIFY_ROUNDS:
+        wide, wide_tolerance = _verify_with_calibration(session, found, setting, tolerance)
+        round_ = VerificationRound(
+            search_tolerance, tuple(found.pinned), found.outcome.value, verdict, wide, len(session.dataset.unjudged)
+        )
+        rounds.append(round_)
+        if round_.passed or not options.until_verified or len(rounds) >= MAX_VERIFY_ROUNDS:
             break
         if set(found.pinned) == set(session.names):
             break
-        stricter = tighten_tolerance(metric, search_tolerance, verify_tolerance, verdict.deciding_value)
+        failed = [(v, t) for v, t in ((verdict, verify_tolerance), (wide, wide_tolerance)) if v and not v.passed]
+        stricter = min(
+            (tighten_tolerance(metric, search_tolerance, t, v.deciding_value) for v, t in failed),
+            key=lambda value: -value if metric.higher_is_better else value,
+        )
         if not metric.passes(found.all_fp32.value, stricter):
             break  # even all-FP32 would fail a stricter search: keep this plan
+        reason = failure_reason(metric, round_.to_json(), verify_tolerance)
         log.info(
-            "the plan fails verification (%s %.4g%s vs %.4g): searching again at tolerance %.4g",
-            metric.name, verify_plan.value,
-            f", median resampled set {verdict.resampled_median:.4g}" if verdict.failed_on_resamples_only else "",
-            verify_tolerance, stricter,
+            "the plan fails verification (%s %.4g%s; tolerance %.4g): searching again at tolerance %.4g",
+            metric.name, verify_plan.value, f", {reason[1]:.4g} {reason[0]}" if reason else "", verify_tolerance,
+            stricter,
         )
         search_tolerance = stricter
     evaluator.progress.finish(metric.name, found.outcome.value, tolerance)

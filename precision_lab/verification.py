@@ -4,9 +4,13 @@ After the search, the final plan is evaluated on the verification feeds (disjoin
 evaluation). It passes them when its value passes the tolerance **and** so does the median of its value over
 bootstrap resamples of those feeds (:func:`verification_verdict`): a percentile of a dozen heavy-tailed samples
 sits between the two worst of them, and a plan that passes by less than that resolution fails on half the equally
-likely verification sets. With ``until_verified``, a plan that fails verification sends the search round again at a stricter
-*search* tolerance (:func:`tighten_tolerance`), until the plan passes both sets; the user's tolerance itself never
-changes. :func:`generalization_notice` collects every reason to doubt the plan into one warning with the fix.
+likely verification sets. It must also pass, by the same rule, on the verification and calibration feeds together:
+the search never judged a plan on either, so the calibration feeds double the evidence against a plan fitted to
+its evaluation feeds. They can only add a failure, never rescue one: their ranges were calibrated on them, which
+flatters any plan there. With ``until_verified``, a plan that fails verification sends the search round again at
+a stricter *search* tolerance (:func:`tighten_tolerance`), until the plan passes both checks; the user's tolerance
+itself never changes. :func:`generalization_notice` collects every reason to doubt the plan into one warning with
+the fix.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from precision_lab.criterion import Criterion
 from precision_lab.results import Evaluation
 
 __all__ = [
-    "VerificationRound", "VerificationVerdict", "verification_verdict", "fails_on_resamples_only", "tighten_tolerance",
-    "generalization_notice", "MIN_TRUSTED_EVAL_SAMPLES",
+    "VerificationRound", "VerificationVerdict", "verification_verdict", "fails_on_resamples_only", "failure_reason",
+    "tighten_tolerance", "generalization_notice", "MIN_TRUSTED_EVAL_SAMPLES",
 ]
 
 MIN_TRUSTED_EVAL_SAMPLES = 8  # below this the evaluation set cannot speak for new inputs
@@ -29,23 +33,38 @@ MIN_TRUSTED_EVAL_SAMPLES = 8  # below this the evaluation set cannot speak for n
 
 @dataclass(frozen=True)
 class VerificationRound:
-    """One search at ``search_tolerance`` and its plan's values on the evaluation and verification sets."""
+    """One search at ``search_tolerance`` and its plan's values on the evaluation and verification sets:
+    ``held_back`` is the verdict on the verification feeds, ``with_calibration`` the one on those and the
+    calibration feeds together (``None`` when not judged), and ``with_calibration_samples`` how many feeds that is."""
 
     search_tolerance: float
     fp32_layers: tuple[str, ...]
     eval_value: float
-    verify_value: float
-    verify_passed: bool
-    verify_resampled_median: float | None = None
+    held_back: VerificationVerdict
+    with_calibration: VerificationVerdict | None = None
+    with_calibration_samples: int = 0
+
+    @property
+    def passed(self) -> bool:
+        """Whether the plan passed verification: both checks."""
+        return self.held_back.passed and (self.with_calibration is None or self.with_calibration.passed)
 
     def to_json(self) -> dict:
         return {
             "search_tolerance": self.search_tolerance,
             "fp32_layers": list(self.fp32_layers),
             "eval_value": self.eval_value,
-            "verify_value": self.verify_value,
-            "verify_resampled_median": self.verify_resampled_median,
-            "verify_passed": self.verify_passed,
+            "verify_value": self.held_back.value,
+            "verify_resampled_median": self.held_back.resampled_median,
+            "verify_passed": self.passed,
+            "held_back_passed": self.held_back.passed,
+            "with_calibration": None if self.with_calibration is None else {
+                "samples": self.with_calibration_samples,
+                "value": self.with_calibration.value,
+                "resampled_median": self.with_calibration.resampled_median,
+                "deciding_value": self.with_calibration.deciding_value,
+                "passed": self.with_calibration.passed,
+            },
         }
 
 
@@ -89,6 +108,28 @@ def fails_on_resamples_only(
     return passed is False and value is not None and median is not None and metric.passes(value, tolerance)
 
 
+def failure_reason(metric: Metric, verification: dict, tolerance: float) -> tuple[str, float] | None:
+    """Which value failed a failed verification, when it is not the plain value on the verification feeds, for
+    the terminal, the report and the warning: ``("on the median resampled set", 0.0551)`` or ``("on these and
+    the calibration feeds, 24 samples", 0.21)``. ``verification`` is plan.json's ``verification`` block or one of
+    its ``rounds``; ``None`` when it passed or its own value failed."""
+    passed = verification.get("passed", verification.get("verify_passed"))
+    if passed is not False:
+        return None
+    value = verification.get("value", verification.get("verify_value"))
+    median = verification.get("resampled_median", verification.get("verify_resampled_median"))
+    held_back = verification.get("held_back_passed", passed)
+    if fails_on_resamples_only(metric, passed=held_back, value=value, median=median, tolerance=tolerance):
+        return "on the median resampled set", median
+    wide = verification.get("with_calibration")
+    if held_back and wide and not wide["passed"]:
+        where = f"these and the calibration feeds, {wide['samples']} samples"
+        if wide["deciding_value"] != wide["value"]:
+            return f"on the median resampled set of {where}", wide["deciding_value"]
+        return f"on {where}", wide["value"]
+    return None
+
+
 def _error(metric: Metric, value: float) -> float | None:
     """Distance of ``value`` from a perfect result, where the metric has a perfect value (else ``None``)."""
     if metric.name == "sqnr":
@@ -129,22 +170,29 @@ def generalization_notice(
     eval_samples: int,
     verify_samples: int,
     interval: tuple[float, float] | None,
-    verify_value: float | None,
-    verify_passed: bool | None,
-    verify_median: float | None = None,
+    verification: dict,
     rounds: Sequence[VerificationRound],
     until_verified: bool,
     criterion: str,
 ) -> str | None:
-    """One warning naming every reason the plan may not hold on new inputs, with the fix; ``None`` if none."""
+    """One warning naming every reason the plan may not hold on new inputs, with the fix; ``None`` if none.
+    ``verification`` is plan.json's ``verification`` block."""
     reasons = []
     tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
-    if fails_on_resamples_only(metric, passed=verify_passed, value=verify_value, median=verify_median,
-                               tolerance=tolerance):
+    verify_value, verify_passed = verification.get("value"), verification.get("passed")
+    wide = verification.get("with_calibration")
+    if fails_on_resamples_only(metric, passed=verification.get("held_back_passed", verify_passed), value=verify_value,
+                               median=verification.get("resampled_median"), tolerance=tolerance):
         reasons.append(
             f"it passes the verification feeds it was not fitted to only by less than they can resolve{tried} "
-            f"({metric.name} {_fmt(verify_value)}, but {_fmt(verify_median)} on the median resampled set, vs "
-            f"tolerance {_fmt(tolerance)})"
+            f"({metric.name} {_fmt(verify_value)}, but {_fmt(verification['resampled_median'])} on the median "
+            f"resampled set, vs tolerance {_fmt(tolerance)})"
+        )
+    elif verify_passed is False and verification.get("held_back_passed") and wide and not wide["passed"]:
+        where, value = failure_reason(metric, verification, tolerance)
+        reasons.append(
+            f"it passes the verification feeds ({metric.name} {_fmt(verify_value)}) but fails {where}{tried} "
+            f"({_fmt(value)} vs tolerance {_fmt(tolerance)})"
         )
     elif verify_passed is False:
         reasons.append(

@@ -1,8 +1,9 @@
-"""Output folders written by an earlier precision-lab resume with zero new evaluations.
+"""Output folders written by an earlier precision-lab resume without redoing any evaluation.
 
 ``tests/data/resume_before_plan_type`` was written (journal, cached ranges and FP32 references) by the version
 before plans became a precision per layer, with the command in its ``written_by.json``. Binary plans must keep
-their journal keys, so re-running that command finds every evaluation in the journal.
+their journal keys, so re-running that command finds every evaluation in the journal; the only new one is the
+verification check added since (the plan on the verification and calibration feeds together).
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def test_folder_of_the_previous_version_resumes_with_zero_new_evaluations(tmp_pa
         "--criterion", "aggregate", "--no-until-verified",  # the defaults of the version that wrote the folder
     ])
     assert code == 0, capsys.readouterr().err
-    assert (out / "journal.jsonl").read_text() == before  # nothing new was evaluated
+    after = (out / "journal.jsonl").read_text()
+    assert after.startswith(before)  # every earlier evaluation was found, none redone
+    # the one evaluation new since that version: the plan on the verification and calibration feeds together
+    (new,) = [json.loads(line) for line in after[len(before):].splitlines()]
+    assert new["phase"] == "verification" and [len(rows) for rows in new["samples"].values()] == [8 + 4]
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["evaluations"] == written_by["evaluations"]
+    assert plan["evaluations"] == written_by["evaluations"] + 1
     assert sorted(plan["fp32_layers"]) == ["conv3", "conv6"]

@@ -73,6 +73,25 @@ def damped_and_amplified(path: Path) -> Path:
     return _save(nodes, [x], [out], inits, path)
 
 
+def bias_free_cnn(path: Path) -> Path:
+    """``x`` (1x3x16x16) -> conv1 -> Relu -> conv2 -> Relu -> conv3 -> ``out``, no biases: every output is made
+    of its input alone, so an input a few INT8 steps tall (a quiet feed under ranges set by loud ones) keeps its
+    quantization error all the way out, where a bias would have drowned it."""
+    rng = np.random.default_rng(0)
+    shapes = {"w1": (8, 3, 3, 3), "w2": (8, 8, 3, 3), "w3": (4, 8, 3, 3)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n) for n, s in shapes.items()]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "w3"], ["out"], name="conv3", pads=[1, 1, 1, 1]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 16, 16])
+    return _save(nodes, [x], [out], inits, path)
+
+
 def symbolic_output(path: Path) -> Path:
     """``y`` = x @ W (judged) and ``idx`` = Cast(NonZero(x)): ``idx``'s last dimension is known only at run time,
     so an ``--output-slice`` on it can be checked only while comparing."""

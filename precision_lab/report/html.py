@@ -29,7 +29,7 @@ from precision_lab.report.plots import (
 from precision_lab.console import fmt_value
 from precision_lab.report.samples import plot_samples
 from precision_lab.results import Evaluation, SweepResult
-from precision_lab.verification import fails_on_resamples_only
+from precision_lab.verification import failure_reason
 
 __all__ = ["render_report", "write_report", "REPORT_NAME"]
 
@@ -67,7 +67,7 @@ def _row(cells, header: bool = False) -> str:
 
 def _summary(result: SweepResult) -> str:
     model, metric, data = result.model, result.metric, result.data
-    records = result.evaluation_records + result.verification_records
+    records = result.all_records
     evaluated_seconds = sum(r.seconds.get("total", 0.0) for r in records)
     rows = [
         ("Model", f"{_e(model['name'])} <span class=muted>({_e(model['path'])})</span>"),
@@ -241,11 +241,8 @@ def _resampled_note(round_: dict, result: SweepResult) -> str:
     """' ✗' for a failed verification round, with the median resampled value when that is what failed."""
     if round_["verify_passed"]:
         return ""
-    median = round_.get("verify_resampled_median")
-    if fails_on_resamples_only(result.metric_obj, passed=False, value=round_["verify_value"], median=median,
-                               tolerance=float(result.verification["tolerance"])):
-        return f" ✗ (median resampled set {_e(_num(median))})"
-    return " ✗"
+    reason = failure_reason(result.metric_obj, round_, float(result.verification["tolerance"]))
+    return f" ✗ ({_e(reason[0])}: {_e(_num(reason[1]))})" if reason else " ✗"
 
 
 def _samples_section(result: SweepResult) -> str:
@@ -263,14 +260,20 @@ def _samples_section(result: SweepResult) -> str:
         verdict = "passes" if verification["passed"] else "<b class=warn-text>fails</b>"
         median = verification.get("resampled_median")
         why = ""
-        if fails_on_resamples_only(result.metric_obj, passed=verification["passed"], value=verification["value"],
-                                   median=median, tolerance=float(verification["tolerance"])):
+        reason = failure_reason(result.metric_obj, verification, float(verification["tolerance"]))
+        if reason and reason[0] == "on the median resampled set":
             why = (f": within it on these samples, but not on the median of 2000 resampled sets of them "
                    f"({_e(_num(median))}), so it passes by less than they can resolve")
+        elif reason:
+            why = (f": within it on these samples, but not {_e(reason[0])} ({_e(_num(reason[1]))}); the search "
+                   f"never judged a plan on either (the calibration feeds can fail a plan, never rescue one)")
         lines.append(
             f"<p>Verification set, {_e(verification['samples'])} samples the search never saw: "
             f"<b>{_e(_num(verification['value']))}</b>, {verdict} tolerance {_e(_num(float(verification['tolerance'])))}"
-            f"{why} (all INT8 {_e(_num(verification.get('all_int8')))}, all FP32 {_e(_num(verification.get('all_fp32')))}).</p>"
+            f"{why} (all INT8 {_e(_num(verification.get('all_int8')))}, all FP32 {_e(_num(verification.get('all_fp32')))})."
+            + (f" With the calibration feeds, {_e(wide['samples'])} samples the search never judged: "
+               f"{_e(_num(wide['value']))}." if (wide := verification.get("with_calibration")) and not reason else "")
+            + "</p>"
         )
         rounds = verification.get("rounds", [])
         if len(rounds) > 1:
@@ -284,7 +287,7 @@ def _samples_section(result: SweepResult) -> str:
         lines.append("<p>No verification set: too few feeds to hold any back.</p>")
     lines.append(_figure_img(plot_samples(result), "per-sample values"))
     rows = [_row(["input", "set", "output part", f"{_e(metric['name'])} of the plan"], header=True)]
-    for data_set in ("evaluation", "verification"):
+    for data_set in ("evaluation", "verification", "calibration"):
         for sample, part, value in result.worst_inputs(5, data_set=data_set):
             rows.append(_row([f"<code>{_e(sample)}</code>", data_set, _e(part), _e(_num(value))]))
     if len(rows) > 1:
@@ -464,7 +467,7 @@ def render_report(result: SweepResult) -> str:
         + '<div class="label">'
         + ("all FP16 " + _e(_num(result.baselines["all_fp16"], metric["tolerance"])) + " · " if "all_fp16" in result.baselines else "")
         + f'all FP32 {_e(_num(result.baselines.get("all_fp32"), metric["tolerance"]))}</div></div>'
-        f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.evaluation_records) + len(result.verification_records)}</div>'
+        f'<div class="card"><div class="label">evaluations</div><div class="big">{len(result.all_records)}</div>'
         f'<div class="label">backend {_e(result.backend)}</div></div>'
         + _cost_card(result)
         + "</div>"

@@ -86,8 +86,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     metric.add_argument(
         "--until-verified", action=argparse.BooleanOptionalAction, default=True,
-        help="when the plan fails the verification feeds, search again at a stricter tolerance until it holds on "
-        "both sets (default on; --no-until-verified: report the failure only)",
+        help="when the plan fails verification (the verification feeds, alone and with the calibration feeds), "
+        "search again at a stricter tolerance until it holds (default on; --no-until-verified: report the failure "
+        "only)",
     )
     metric.add_argument(
         "--output-slice",

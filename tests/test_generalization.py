@@ -182,6 +182,9 @@ def test_terminal_and_report_say_when_only_the_resampled_set_fails(capsys):
     assert "0.0492 FAILS on the median resampled set (0.0551 vs tolerance 0.05)" in line, line
     assert _resampled_note(rounds[0], result) == " ✗ (on the median resampled set: 0.0551)"
     assert _resampled_note(rounds[1], result) == ""
+    wide_fail = rounds[1] | {"verify_passed": False, "held_back_passed": True, "with_calibration": {
+        "samples": 24, "value": 0.07803, "resampled_median": 0.07803, "deciding_value": 0.07803, "passed": False}}
+    assert _resampled_note(wide_fail, result) == " ✗ (on these and the calibration feeds, 24 samples: 0.07803)"
     result.verification |= {"value": 0.0612, "resampled_median": 0.0640}
     _print_verdict(result)
     line = next(line for line in capsys.readouterr().out.splitlines() if "verification" in line)

@@ -308,8 +308,6 @@ class SweepResult:
         import pandas as pd
 
         metric = self.metric_obj
-        names = {"evaluation": self.data.get("eval_feeds", []), "verification": self.data.get("verify_feeds", []),
-                 "calibration": [*self.data.get("verify_feeds", []), *self.data.get("calib_feeds", [])]}
         roles = {self.plan.key: "plan"}
         everything = [layer.name for layer in self.layer_results]
         rows = []
@@ -324,29 +322,34 @@ class SweepResult:
                     role = "all_fp32"
                 elif data_set != "evaluation" and sorted(record.fp32_layers) == sorted(self.plan.fp32_layers):
                     role = "plan"
-                skip = len(self.data.get("verify_feeds", [])) if data_set == "calibration" else 0
+                names, skip = self._feed_names(data_set)
                 for part, values in record.sample_values(metric).items():
                     for i, value in enumerate(values):
                         if i < skip:
                             continue  # a verification feed: its row is the verification record's
-                        sample = names[data_set][i] if i < len(names[data_set]) else f"#{i}"
+                        sample = names[i] if i < len(names) else f"#{i}"
                         rows.append((record.key, role, data_set, sample, part, value))
         return pd.DataFrame(rows, columns=["key", "plan", "set", "sample", "part", "value"])
+
+    def _feed_names(self, data_set: str) -> tuple[list[str], int]:
+        """The feed file of each sample of ``data_set``'s records, and how many leading samples to leave out: the
+        ``calibration`` records judge the verification feeds, then the calibration feeds, and only the latter
+        are theirs to show."""
+        verify = self.data.get("verify_feeds", [])
+        if data_set == "calibration":
+            return [*verify, *self.data.get("calib_feeds", [])], len(verify)
+        return (self.data.get("eval_feeds", []) if data_set == "evaluation" else verify), 0
 
     def worst_inputs(self, count: int = 3, *, data_set: str = "evaluation") -> list[tuple[str, str, float]]:
         """The ``count`` hardest inputs for the final plan in ``data_set`` (``evaluation``, ``verification`` or
         ``calibration``): ``(sample, part, value)``, worst first."""
         metric = self.metric_obj
-        skip = 0
+        names, skip = self._feed_names(data_set)
         if data_set == "evaluation":
             record = self.plan_record
-            names = self.data.get("eval_feeds", [])
         else:
             records = self.verification_records if data_set == "verification" else self.with_calibration_records
             record = next((r for r in records if sorted(r.fp32_layers) == sorted(self.plan.fp32_layers)), None)
-            names = self.data.get("verify_feeds", [])
-            if data_set == "calibration":  # those records judge the verification feeds, then the calibration feeds
-                skip, names = len(names), [*names, *self.data.get("calib_feeds", [])]
         if record is None or record.status != "ok":
             return []
         entries = [

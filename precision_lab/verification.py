@@ -24,11 +24,12 @@ from precision_lab.criterion import Criterion
 from precision_lab.results import Evaluation
 
 __all__ = [
-    "VerificationRound", "VerificationVerdict", "verification_verdict", "fails_on_resamples_only", "failure_reason",
+    "VerificationRound", "VerificationVerdict", "verification_verdict", "failure_reason", "ON_RESAMPLES",
     "tighten_tolerance", "generalization_notice", "MIN_TRUSTED_EVAL_SAMPLES",
 ]
 
 MIN_TRUSTED_EVAL_SAMPLES = 8  # below this the evaluation set cannot speak for new inputs
+ON_RESAMPLES = "on the median resampled set"  # failure_reason's set when the verification feeds' median decided
 
 
 @dataclass(frozen=True)
@@ -100,18 +101,10 @@ def verification_verdict(
     return VerificationVerdict(value, median, metric.passes(deciding, tolerance), deciding)
 
 
-def fails_on_resamples_only(
-    metric: Metric, *, passed: bool | None, value: float | None, median: float | None, tolerance: float
-) -> bool:
-    """A failed verification whose ``value`` meets ``tolerance``: the median resampled set decided it (what the
-    terminal, the report and the warning say instead of a bare failure)."""
-    return passed is False and value is not None and median is not None and metric.passes(value, tolerance)
-
-
 def failure_reason(metric: Metric, verification: dict, tolerance: float) -> tuple[str, float] | None:
     """Which value failed a failed verification, when it is not the plain value on the verification feeds, for
-    the terminal, the report and the warning: ``("on the median resampled set", 0.0551)`` or ``("on these and
-    the calibration feeds, 24 samples", 0.21)``. ``verification`` is plan.json's ``verification`` block or one of
+    the terminal, the report and the warning: ``(ON_RESAMPLES, 0.0551)`` or ``("on these and the calibration
+    feeds, 24 samples", 0.21)``. ``verification`` is plan.json's ``verification`` block or one of
     its ``rounds``; ``None`` when it passed or its own value failed."""
     passed = verification.get("passed", verification.get("verify_passed"))
     if passed is not False:
@@ -119,8 +112,8 @@ def failure_reason(metric: Metric, verification: dict, tolerance: float) -> tupl
     value = verification.get("value", verification.get("verify_value"))
     median = verification.get("resampled_median", verification.get("verify_resampled_median"))
     held_back = verification.get("held_back_passed", passed)
-    if fails_on_resamples_only(metric, passed=held_back, value=value, median=median, tolerance=tolerance):
-        return "on the median resampled set", median
+    if held_back is False and value is not None and median is not None and metric.passes(value, tolerance):
+        return ON_RESAMPLES, median
     wide = verification.get("with_calibration")
     if held_back and wide and not wide["passed"]:
         where = f"these and the calibration feeds, {wide['samples']} samples"
@@ -180,16 +173,15 @@ def generalization_notice(
     reasons = []
     tried = f" after {len(rounds)} search rounds" if until_verified and len(rounds) > 1 else ""
     verify_value, verify_passed = verification.get("value"), verification.get("passed")
-    wide = verification.get("with_calibration")
-    if fails_on_resamples_only(metric, passed=verification.get("held_back_passed", verify_passed), value=verify_value,
-                               median=verification.get("resampled_median"), tolerance=tolerance):
+    reason = failure_reason(metric, verification, tolerance)
+    if reason and reason[0] == ON_RESAMPLES:
         reasons.append(
             f"it passes the verification feeds it was not fitted to only by less than they can resolve{tried} "
-            f"({metric.name} {_fmt(verify_value)}, but {_fmt(verification['resampled_median'])} on the median "
-            f"resampled set, vs tolerance {_fmt(tolerance)})"
+            f"({metric.name} {_fmt(verify_value)}, but {_fmt(reason[1])} on the median resampled set, vs "
+            f"tolerance {_fmt(tolerance)})"
         )
-    elif verify_passed is False and verification.get("held_back_passed") and wide and not wide["passed"]:
-        where, value = failure_reason(metric, verification, tolerance)
+    elif reason:
+        where, value = reason
         reasons.append(
             f"it passes the verification feeds ({metric.name} {_fmt(verify_value)}) but fails {where}{tried} "
             f"({_fmt(value)} vs tolerance {_fmt(tolerance)})"

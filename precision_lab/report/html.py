@@ -29,7 +29,7 @@ from precision_lab.report.plots import (
 from precision_lab.console import fmt_value
 from precision_lab.report.samples import plot_samples
 from precision_lab.results import Evaluation, SweepResult
-from precision_lab.verification import failure_reason
+from precision_lab.verification import ON_RESAMPLES, failure_reason
 
 __all__ = ["render_report", "write_report", "REPORT_NAME"]
 
@@ -261,7 +261,7 @@ def _samples_section(result: SweepResult) -> str:
         median = verification.get("resampled_median")
         why = ""
         reason = failure_reason(result.metric_obj, verification, float(verification["tolerance"]))
-        if reason and reason[0] == "on the median resampled set":
+        if reason and reason[0] == ON_RESAMPLES:
             why = (f": within it on these samples, but not on the median of 2000 resampled sets of them "
                    f"({_e(_num(median))}), so it passes by less than they can resolve")
         elif reason:
